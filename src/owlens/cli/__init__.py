@@ -1,0 +1,58 @@
+"""The ``owlens`` command line: thin subcommands over the library (STYLE.md §11).
+
+Each subcommand module exposes ``register(subparsers)``; ``main(argv) -> int`` is testable without a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from owlens import __version__
+
+__all__ = ["main", "build_parser"]
+
+_DESCRIPTION = """\
+owlens explains a LLaVA-style MLLM through what its vision sees. An open-world detector (OWL-ViT) and the
+MLLM read ONE shared vision embedding E, joined by a trained alignment W, so that text and boxes come from
+the same place (Giulivi & Boracchi, arXiv 2405.14612).
+
+With no checkpoint named, every command runs on the toy world shipped inside the package: a small OWL-ViT
+and a small LLaVA trained on synthetic shapes, whose truth is known.
+
+examples:
+  owlens describe photo.jpg --prompt "What is in the image?"
+  owlens detect photo.jpg --query "a photo of a cat" --query "a photo of a dog" --out boxes.png
+  owlens detect photo.jpg --query "a photo of a cat" --owl google/owlvit-base-patch32 \\
+      --mllm llava-hf/llava-1.5-7b-hf --projector ./w-owl-llava
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from owlens.cli import describe, detect
+
+    parser = argparse.ArgumentParser(prog="owlens", description=_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"owlens {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (describe, detect):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError) as err:
+        # Expected failures (a missing checkpoint, a corrupt image, a bad prompt) end in one clear line.
+        print(f"owlens {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""The joint model J: one shared vision embedding E feeding a detector and an MLLM (DESIGN.md §1).
+
+    image ─► encode ─► E (B, 1+N, d_owl)
+             E ─► detect(E, queries) ─► Detections (logits (B, N, Q), boxes_cxcywh (B, N, 4))
+             E ─► image_tokens(E) = W(E[:, 1:]) (B, N, D_lm) ─► logits / generate on a prompt
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from owlens.models.alignment import Alignment
+from owlens.models.detection import DetectionBranch, Detections
+from owlens.models.language import Generation, LanguageBranch
+from owlens.models.processor import JointProcessor, check_grids
+
+__all__ = ["JointModel"]
+
+
+class JointModel(nn.Module):
+    """A real OWL detector, the language side of a real LLaVA, and the alignment W between them."""
+
+    def __init__(self, owl: nn.Module, llava: nn.Module, alignment: Alignment,
+                 processor: JointProcessor | None = None):
+        super().__init__()
+        self.grid = check_grids(owl.config, llava.config)
+        self.owl, self.llava, self.alignment = owl, llava, alignment
+        self.detection = DetectionBranch(owl)
+        self.language = LanguageBranch(llava)
+        expected = (self.detection.width, self.language.width)
+        received = (alignment.config.in_dim, alignment.config.out_dim)
+        if expected != received:
+            raise ValueError(
+                f"the alignment W maps {received[0]}→{received[1]} but these models need "
+                f"{expected[0]} (OWL width d_owl)→{expected[1]} (LM input width D_lm); train a W for this pair "
+                "with `owlens align train`"
+            )
+        self.processor = processor
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.alignment.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.alignment.parameters()).dtype
+
+    @classmethod
+    def from_pretrained(cls, owl=None, mllm=None, projector=None, **kwargs) -> JointModel:
+        """Load J from hub ids or local folders; with no names, the shipped toy world. See ``models.loading``."""
+        from owlens.models.loading import load_joint
+
+        return load_joint(owl=owl, mllm=mllm, projector=projector, **kwargs)
+
+    def _require_processor(self) -> JointProcessor:
+        if self.processor is None:
+            raise ValueError("this JointModel has no processor: pass token ids instead of text, or load it "
+                             "with JointModel.from_pretrained")
+        return self.processor
+
+    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """OWL pixel values (B, 3, H, W) → E (B, 1+N, d_owl), OWL's penultimate hidden state, CLS first."""
+        return self.detection.encode(pixel_values.to(self.device))
+
+    def encode_images(self, images) -> torch.Tensor:
+        """Paths, PIL images or uint8 arrays → E (B, 1+N, d_owl)."""
+        return self.encode(self._require_processor().pixel_values(images))
+
+    def query_embeds(self, queries: Sequence[str] | dict[str, torch.Tensor]) -> torch.Tensor:
+        """Text queries (Q) or their token ids → unit query embeddings (Q, d_text)."""
+        if not isinstance(queries, dict):
+            queries = self._require_processor().queries(queries)
+        return self.detection.query_embeds(queries["input_ids"].to(self.device),
+                                           queries["attention_mask"].to(self.device))
+
+    def detect(self, embedding: torch.Tensor, queries: Sequence[str] | torch.Tensor) -> Detections:
+        """E (B, 1+N, d) and text queries (or query embeddings (Q, d_text)) → ``Detections``."""
+        query_embeds = queries if isinstance(queries, torch.Tensor) else self.query_embeds(queries)
+        return self.detection.detect(embedding, query_embeds)
+
+    def image_tokens(self, embedding: torch.Tensor) -> torch.Tensor:
+        """E (B, 1+N, d_owl) → v = W(E[:, 1:]) (B, N, D_lm): the image tokens the LM reads."""
+        return self.alignment(embedding[:, 1:].to(self.dtype))
+
+    def _prompt_inputs(self, prompts) -> dict[str, torch.Tensor]:
+        if isinstance(prompts, dict):
+            return {k: v.to(self.device) for k, v in prompts.items()}
+        return {k: v.to(self.device) for k, v in self._require_processor().prompts(prompts).items()}
+
+    def inputs_embeds(self, embedding: torch.Tensor, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        """E and prompts (text, or dict of input_ids/attention_mask (B, T)) → inputs_embeds (B, T, D), mask."""
+        inputs = self._prompt_inputs(prompts)
+        embeds = self.language.embed(inputs["input_ids"], self.image_tokens(embedding))
+        return embeds, inputs["attention_mask"]
+
+    def logits(self, embedding: torch.Tensor, prompts) -> torch.Tensor:
+        """E and prompts → LM logits (B, T, V), pre-softmax, for every prompt position."""
+        embeds, mask = self.inputs_embeds(embedding, prompts)
+        return self.language.logits(embeds, mask)
+
+    def generate(self, embedding: torch.Tensor, prompts, **options) -> Generation:
+        """E and prompts → ``Generation`` (greedy unless ``do_sample``; ``seed`` makes sampling repeatable)."""
+        embeds, mask = self.inputs_embeds(embedding, prompts)
+        return self.language.generate(embeds, mask, self._require_processor().mllm_tokenizer, **options)

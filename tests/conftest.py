@@ -1,0 +1,30 @@
+import os
+
+import pytest
+import torch
+
+# Tests never reach a hub: a missing checkpoint must fail fast and clearly, not hang on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """A tiny J written to disk the way real checkpoints are laid out: owl/, mllm/, projector/."""
+    from owlens.models.tiny import save_tiny_checkpoints
+
+    return {k: str(v) for k, v in save_tiny_checkpoints(tmp_path_factory.mktemp("tiny")).items()}

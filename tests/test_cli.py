@@ -1,0 +1,64 @@
+"""The CLI is thin: each command calls the library and prints or writes; failures are one clear line."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from owlens.cli import main
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def _model_args(paths):
+    return ["--owl", paths["owl"], "--mllm", paths["mllm"], "--projector", paths["projector"], "--device", "cpu"]
+
+
+def test_help_runs_in_a_fresh_process():
+    result = subprocess.run([sys.executable, "-m", "owlens.cli", "--help"], capture_output=True, text=True,
+                            check=True)
+    assert "shared vision embedding" in result.stdout.lower() or "shared" in result.stdout
+    assert "describe" in result.stdout and "detect" in result.stdout
+
+
+def test_detect_json_and_drawing(tiny_checkpoints, image, tmp_path, capsys):
+    out = tmp_path / "boxes.png"
+    code = main(["detect", image, "--query", "a photo of a star", "--query", "a photo of a red circle",
+                 "--json", "--threshold", "0", "--max-per-query", "2", "--out", str(out),
+                 *_model_args(tiny_checkpoints)])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert set(payload["presence"]) == {"a photo of a star", "a photo of a red circle"}
+    assert len(payload["boxes"]) == 4 and all(0 <= b["score"] <= 1 for b in payload["boxes"])
+    assert Image.open(out).size[0] >= 64
+
+
+def test_describe_answers_and_is_repeatable(tiny_checkpoints, image, capsys):
+    args = ["describe", image, "--prompt", "is there a star ?", "--max-new-tokens", "4", "--json",
+            *_model_args(tiny_checkpoints)]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == first and len(first["token_ids"]) <= 4
+
+
+@pytest.mark.parametrize("content", [b"garbage", b""])
+def test_corrupt_image_is_one_clear_error(tiny_checkpoints, tmp_path, capsys, content):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(content)
+    assert main(["detect", str(bad), "--query", "a photo of a star", *_model_args(tiny_checkpoints)]) == 2
+    assert "bad.jpg" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_one_clear_error(tiny_checkpoints, image, tmp_path, capsys):
+    args = _model_args(dict(tiny_checkpoints, owl=str(tmp_path / "no-owl")))
+    assert main(["detect", image, "--query", "a photo of a star", *args]) == 2
+    assert "detector (owl) weights not found" in capsys.readouterr().err
