@@ -21,9 +21,8 @@ def test_language_branch_reproduces_llava_with_its_own_features(dtype):
     ids, mask = _prompt()
     with torch.no_grad():
         reference = llava(input_ids=ids, pixel_values=pixels, attention_mask=mask).logits
-        features = torch.stack(list(llava.get_image_features(
-            pixel_values=pixels, vision_feature_layer=-2, vision_feature_select_strategy="default").pooler_output))
         branch = LanguageBranch(llava)
+        features = branch.own_image_tokens(pixels)
         logits = branch.logits(branch.embed(ids, features), mask)
     assert logits.shape == (2, 24, 64)
     torch.testing.assert_close(logits, reference, atol=1e-5, rtol=0)

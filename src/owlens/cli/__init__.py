@@ -29,13 +29,13 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from owlens.cli import describe, detect
+    from owlens.cli import align, describe, detect
 
     parser = argparse.ArgumentParser(prog="owlens", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"owlens {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (describe, detect):
+    for module in (describe, detect, align):
         module.register(subparsers)
     return parser
 

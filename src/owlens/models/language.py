@@ -39,6 +39,17 @@ class LanguageBranch:
         """D_lm, the width of the LM's input embeddings."""
         return self.llava.get_input_embeddings().weight.shape[1]
 
+    def own_image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """LLaVA's own path: its pixels (B, 3, h, w) → tower → projector → image tokens (B, N, D_lm).
+
+        These are W's distillation targets (DESIGN.md §2) and the reference the language branch is tested on.
+        """
+        config = self.llava.config
+        features = self.llava.model.get_image_features(
+            pixel_values=pixel_values.to(self.llava.dtype), vision_feature_layer=config.vision_feature_layer,
+            vision_feature_select_strategy=config.vision_feature_select_strategy).pooler_output
+        return torch.stack(list(features))
+
     def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
         """input_ids (B, T) with N image placeholders per row, features (B, N, D) → inputs_embeds (B, T, D)."""
         placeholders = input_ids == self.image_token_id  # (B, T)

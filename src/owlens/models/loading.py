@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+import torch
+
 from owlens.models.alignment import Alignment, AlignmentConfig
 from owlens.models.device import resolve_device, resolve_dtype
 from owlens.models.joint import JointModel
@@ -74,7 +76,7 @@ def _owl_class(source: str, offline: bool):
 
 
 def load_joint(owl=None, mllm=None, projector=None, *, dtype="auto", device="auto",
-               offline: bool | None = None, init_projector: str | None = None) -> JointModel:
+               offline: bool | None = None, init_projector: str | None = None, init_seed: int = 0) -> JointModel:
     """Build J from an OWL detector, a LLaVA-family MLLM and a trained W (hub ids or folders).
 
     With none of the three named, the toy world shipped in the package. ``init_projector`` ("paper" or
@@ -103,7 +105,9 @@ def load_joint(owl=None, mllm=None, projector=None, *, dtype="auto", device="aut
     elif init_projector in ("paper", "light"):
         width_in = owl_model.config.vision_config.hidden_size
         width_out = llava.get_input_embeddings().weight.shape[1]
-        alignment = Alignment(getattr(AlignmentConfig, init_projector)(width_in, width_out))
+        with torch.random.fork_rng():  # a fresh W is the same W for the same seed, whatever ran before
+            torch.manual_seed(init_seed)
+            alignment = Alignment(getattr(AlignmentConfig, init_projector)(width_in, width_out))
     else:
         raise ValueError("no alignment W: pass projector=FOLDER, or init_projector='paper'|'light' to train one")
 

@@ -1,0 +1,3 @@
+from owlens.cli import main
+
+raise SystemExit(main())

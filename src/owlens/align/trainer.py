@@ -1,0 +1,189 @@
+"""W by feature distillation (DESIGN.md §2): MSE between W(E[:, 1:]) and the MLLM's own projected image
+tokens for the same image; images only; OWL and the MLLM frozen. Paper defaults: AdamW, lr 1e-4, weight
+decay 1e-2, batch 16, one epoch.
+
+Runs under Hugging Face accelerate (one process, or `accelerate launch` for several GPUs); the batch size is
+the global batch (``split_batches``), so the paper's 16 stays 16 whatever the number of processes. A
+checkpoint is written atomically every ``checkpoint_every`` steps; rerunning with the same ``out_dir``
+resumes exactly where the last checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from owlens.align.data import ImageFolder, collate
+
+__all__ = ["AlignConfig", "AlignResult", "train_alignment", "CHECKPOINT", "PROJECTOR"]
+
+CHECKPOINT, PROJECTOR, STATE = "checkpoint", "projector", "trainer_state.json"
+# Settings a resumed run must share with the run that wrote the checkpoint, or the result is not one run.
+_RESUME_KEYS = ("lr", "weight_decay", "batch_size", "epochs", "seed")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    lr: float = 1e-4  # paper
+    weight_decay: float = 1e-2  # paper
+    batch_size: int = 16  # paper; the global batch across processes
+    epochs: int = 1  # paper
+    seed: int = 0  # fixes the image order of every epoch
+    checkpoint_every: int = 200  # steps between checkpoints
+    max_steps: int | None = None  # stop (with a checkpoint) after this many steps in total
+    mixed_precision: str = "no"  # "bf16" for autocast under accelerate
+    num_workers: int = 0  # image-decoding workers of the DataLoader
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    """What a run did. ``projector_dir`` holds W once all epochs are done, else None (stopped early)."""
+
+    projector_dir: Path | None
+    steps: int
+    images_used: int
+    images_skipped: int
+    last_loss: float
+    resumed_from_step: int
+
+    def to_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+class _EpochOrder(torch.utils.data.Sampler):
+    """A fixed permutation per (seed, epoch): the same order again after a resume."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+def _frozen(modules) -> list[tuple[torch.nn.Parameter, bool]]:
+    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    for parameter, _ in saved:
+        parameter.requires_grad_(False)
+    return saved
+
+
+def _read_state(out_dir: Path, config: AlignConfig) -> dict:
+    path = out_dir / CHECKPOINT / STATE
+    if not path.is_file():
+        return {"step": 0, "epoch": 0, "batch_in_epoch": 0, "used": 0, "skipped": 0, "loss": float("nan")}
+    state = json.loads(path.read_text())
+    stored, current = state["config"], asdict(config)
+    changed = {k: (stored[k], current[k]) for k in _RESUME_KEYS if stored[k] != current[k]}
+    if changed:
+        raise ValueError(f"{out_dir} holds a checkpoint made with other settings (stored, now): {changed}; "
+                         "use a fresh --out folder, or the same settings to resume")
+    return state
+
+
+def _save_checkpoint(accelerator, out_dir: Path, state: dict, config: AlignConfig) -> None:
+    partial, final = out_dir / (CHECKPOINT + ".partial"), out_dir / CHECKPOINT
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    if accelerator.is_main_process:
+        (partial / STATE).write_text(json.dumps({**state, "config": asdict(config)}, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)  # a kill before this line leaves the previous checkpoint intact
+    accelerator.wait_for_everyone()
+
+
+def _batch_loss(model, projector, batch: dict) -> torch.Tensor:
+    if "owl_pixels" not in batch:  # every image of this shard was unreadable: a zero loss keeps ranks in step
+        return sum(p.sum() for p in projector.parameters()) * 0.0
+    with torch.no_grad():
+        embedding = model.encode(batch["owl_pixels"])  # (B, 1+N, d_owl)
+        target = model.language.own_image_tokens(batch["mllm_pixels"])  # (B, N, D_lm)
+    prediction = projector(embedding[:, 1:].to(next(projector.parameters()).dtype))  # (B, N, D_lm)
+    return torch.nn.functional.mse_loss(prediction.float(), target.float())
+
+
+def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignConfig = AlignConfig(), *,
+                    progress: bool = True, log=print) -> AlignResult:
+    """Train ``model.alignment`` on ``images`` (paths, PIL images or uint8 arrays); W is written to
+    ``out_dir/projector`` when the last epoch ends. OWL and the MLLM are frozen for the run and given back."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, split_batches=True,
+                              cpu=model.device.type == "cpu")
+    loader = torch.utils.data.DataLoader(ImageFolder(images, model.processor), batch_size=config.batch_size,
+                                         sampler=_EpochOrder(len(images), config.seed), collate_fn=collate,
+                                         num_workers=config.num_workers)
+    borrowed = _frozen([model.owl, model.llava])
+    try:
+        model.to(accelerator.device)
+        optimizer = torch.optim.AdamW(model.alignment.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        projector, optimizer, loader = accelerator.prepare(model.alignment, optimizer, loader)
+        state = _read_state(out_dir, config)
+        if state["step"]:
+            accelerator.load_state(str(out_dir / CHECKPOINT))
+            log(f"resuming from step {state['step']} (epoch {state['epoch']}, batch {state['batch_in_epoch']})")
+        resumed_from = state["step"]
+        total = config.epochs * len(loader) if config.max_steps is None else min(config.max_steps,
+                                                                                 config.epochs * len(loader))
+        bar = tqdm(total=total, initial=state["step"], disable=not (progress and accelerator.is_main_process),
+                   desc="align W", unit="step")
+        _run_epochs(model, projector, optimizer, loader, accelerator, state, config, out_dir, bar)
+        bar.close()
+        projector_dir = None
+        if state["epoch"] >= config.epochs:
+            projector_dir = out_dir / PROJECTOR
+            if accelerator.is_main_process:
+                accelerator.unwrap_model(projector).save_pretrained(projector_dir)
+            accelerator.wait_for_everyone()
+        return AlignResult(projector_dir, state["step"], state["used"], state["skipped"], state["loss"], resumed_from)
+    finally:
+        for parameter, requires_grad in borrowed:
+            parameter.requires_grad_(requires_grad)
+
+
+def _run_epochs(model, projector, optimizer, loader, accelerator, state, config, out_dir, bar) -> None:
+    """Train from ``state`` on, until the last epoch ends or ``max_steps`` is reached; checkpoint at the end."""
+    def reached() -> bool:
+        return config.max_steps is not None and state["step"] >= config.max_steps
+
+    for epoch in range(state["epoch"], config.epochs):
+        if reached():
+            break
+        loader.set_epoch(epoch)
+        skip = state["batch_in_epoch"]
+        for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
+            loss = _batch_loss(model, projector, batch)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            used = torch.tensor(batch["owl_pixels"].shape[0] if "owl_pixels" in batch else 0)
+            counts = accelerator.reduce(torch.stack([used, batch["skipped"]]).to(accelerator.device), "sum")
+            state.update(step=state["step"] + 1, batch_in_epoch=state["batch_in_epoch"] + 1,
+                         loss=float(accelerator.reduce(loss.detach(), "mean")),
+                         used=state["used"] + int(counts[0]), skipped=state["skipped"] + int(counts[1]))
+            bar.update(1)
+            bar.set_postfix(loss=f"{state['loss']:.4g}", skipped=state["skipped"])
+            if state["batch_in_epoch"] == len(loader):
+                state.update(epoch=epoch + 1, batch_in_epoch=0)
+            if reached():
+                break
+            if state["step"] % config.checkpoint_every == 0:
+                _save_checkpoint(accelerator, out_dir, state, config)
+    _save_checkpoint(accelerator, out_dir, state, config)
