@@ -6,6 +6,7 @@ Each subcommand module exposes ``register(subparsers)``; ``main(argv) -> int`` i
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from owlens import __version__
@@ -28,15 +29,17 @@ examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from owlens.cli import align, describe, detect
+# Subcommand modules under owlens.cli, in the order --help lists them.
+_COMMANDS = ("describe", "detect", "align", "evaluate")
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="owlens", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"owlens {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (describe, detect, align):
-        module.register(subparsers)
+    for name in _COMMANDS:
+        importlib.import_module(f"owlens.cli.{name}").register(subparsers)
     return parser
 
 
