@@ -30,7 +30,7 @@ examples:
 
 
 # Subcommand modules under owlens.cli, in the order --help lists them.
-_COMMANDS = ("describe", "detect", "align", "evaluate")
+_COMMANDS = ("describe", "detect", "align", "toyworld", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,12 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    _quiet_transformers()
     try:
         return args.run(args)
     except (FileNotFoundError, ValueError) as err:
         # Expected failures (a missing checkpoint, a corrupt image, a bad prompt) end in one clear line.
         print(f"owlens {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _quiet_transformers() -> None:
+    # Load bars and backend notices from transformers drown the command's own output; errors still show.
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,57 @@
+"""The whole toy-world recipe, stage by stage: detector → LLaVA (tower, captions, instructions) → W.
+
+Each stage trains into its own folder and resumes from its last checkpoint when rerun, so an interrupted
+``owlens toyworld train`` continues where it stopped. ``ship=True`` copies the final weights into the
+package (what every command loads when no checkpoint is named).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+__all__ = ["STAGES", "train_all", "ship_weights", "SMOKE"]
+
+STAGES = ("owl", "llava", "align")
+SMOKE = {"owl_steps": 3, "llava_steps": 3, "align_scenes": 128}  # a few steps of every stage, for CI
+
+
+def _write_prompt_template(llava_dir: Path) -> None:
+    from owlens.models.loading import OWLENS_CONFIG
+    from owlens.toyworld.text import PROMPT_TEMPLATE
+
+    (llava_dir / OWLENS_CONFIG).write_text(json.dumps({"prompt_template": PROMPT_TEMPLATE}, indent=2) + "\n")
+
+
+def train_all(out_dir: str | Path, *, seed: int = 0, smoke: bool = False, log=print) -> dict[str, Path]:
+    """Run (or resume) every stage into ``out_dir``; returns the final folders {owl, mllm, projector}."""
+    from owlens.toyworld import train_align, train_llava, train_owl
+
+    out_dir = Path(out_dir)
+    owl_steps = {"steps": SMOKE["owl_steps"]} if smoke else {}
+    owl = train_owl.train(out_dir / "owl", seed=seed, log=log, **owl_steps)
+    recipe = train_llava.LlavaRecipe()
+    if smoke:
+        steps = SMOKE["llava_steps"]
+        recipe = train_llava.LlavaRecipe(tower_steps=steps, caption_steps=steps, instruct_steps=steps)
+    llava = train_llava.train(out_dir / "llava", seed=seed, recipe=recipe, log=log)
+    _write_prompt_template(llava)
+    scenes = {"scenes": SMOKE["align_scenes"]} if smoke else {}
+    projector = train_align.train(out_dir / "align", owl_dir=owl, llava_dir=llava, seed=seed, log=log, **scenes)
+    return {"owl": owl, "mllm": llava, "projector": projector}
+
+
+def ship_weights(folders: dict[str, Path], destination: Path | None = None) -> Path:
+    """Copy the final weights into the package (replacing what is there only once all three are copied)."""
+    from owlens.models.loading import TOY_WEIGHTS
+
+    destination = Path(destination or TOY_WEIGHTS)
+    staging = destination.with_name(destination.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    for name, source in (("owl", folders["owl"]), ("llava", folders["mllm"]), ("align", folders["projector"])):
+        shutil.copytree(source, staging / name, ignore=shutil.ignore_patterns("*.pt", "checkpoint*"))
+    _write_prompt_template(staging / "llava")
+    shutil.rmtree(destination, ignore_errors=True)
+    staging.rename(destination)
+    return destination
