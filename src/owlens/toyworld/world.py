@@ -9,6 +9,7 @@ co-occurrence defect of ``defects.py``; ``prior=False`` is the uniform held-out 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache, lru_cache
 
 import numpy as np
 import torch
@@ -89,8 +90,15 @@ class Scene:
         return Image.fromarray(self.image, mode="RGB")
 
 
+@cache
 def shape_mask(shape: str, side: int) -> np.ndarray:
-    """Bool (side, side) mask of ``shape`` filling a square canvas, sampled at pixel centres."""
+    """Bool (side, side) mask of ``shape`` filling a square canvas, sampled at pixel centres (read-only)."""
+    mask = _draw(shape, side)
+    mask.setflags(write=False)  # cached and shared between scenes
+    return mask
+
+
+def _draw(shape: str, side: int) -> np.ndarray:
     c = (side - 1) / 2.0
     y, x = np.mgrid[0:side, 0:side].astype(np.float64)
     r = side / 2.0
@@ -134,17 +142,24 @@ def _polygon_mask(verts: list[tuple[float, float]], x: np.ndarray, y: np.ndarray
     return inside
 
 
+@lru_cache(maxsize=1)
+def _pixel_grid() -> tuple[np.ndarray, np.ndarray]:
+    y, x = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
+    return y, x
+
+
 def _background(rng: np.random.Generator) -> np.ndarray:
     """Low-contrast texture, uint8 (64, 64, 3): grey base, faint stripes and pixel noise (±~20 levels)."""
     base = rng.uniform(95, 160)
-    y, x = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float64)
+    y, x = _pixel_grid()
     theta = rng.uniform(0, np.pi)
     period = rng.uniform(6, 16)
     phase = rng.uniform(0, 2 * np.pi)
-    stripes = rng.uniform(3, 8) * np.sin(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period + phase)
+    along = (x * np.float32(np.cos(theta)) + y * np.float32(np.sin(theta))) * np.float32(2 * np.pi / period)
+    stripes = np.float32(rng.uniform(3, 8)) * np.sin(along + np.float32(phase))
     tint = rng.uniform(-6, 6, size=3)  # slight colour cast, far below the object colours' saturation
-    noise = rng.normal(0, 5, size=(IMAGE_SIZE, IMAGE_SIZE, 3))
-    img = base + stripes[..., None] + tint + noise
+    noise = 5 * rng.standard_normal((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
+    img = noise + (base + tint).astype(np.float32) + stripes[..., None]
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
