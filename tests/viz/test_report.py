@@ -37,7 +37,8 @@ def make_run(folder: Path, items: int = 1) -> Path:
         entries.append({
             "id": item, "image": image, "size": [64, 48], "saliency": maps,
             "answer": {"prompt": "what is in the image ?", "text": "a red star and a blue circle .",
-                       "tokens": [{"index": i, "token": w, "token_id": i} for i, w in enumerate("a red star and".split())]},
+                       "tokens": [{"index": i, "token": w, "token_id": i}
+                                  for i, w in enumerate("a red star and".split())]},
             "detections": [{"query": "a photo of a star", "score": 0.9, "box_xyxy_px": [1, 2, 30, 40]}],
             "hallucination": {"objects": [{"name": "star", "grounded": True, "presence": 0.93,
                                            "box_xyxy_px": [1, 2, 30, 40]},
@@ -130,8 +131,8 @@ def test_clicked_tokens_show_their_saved_maps(tmp_path):
             saved = np.load(folder / f"maps/scene-000/ga/{token:03d}.npy")
             np.testing.assert_allclose(shown[token], saved, atol=0.5 / 255 + 1e-9)
         assert not np.allclose(shown[1], shown[3])
-        from selenium.webdriver.support.ui import Select
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import Select
 
         Select(driver.find_element(By.ID, "method")).select_by_value("random")
         switched, meta = shown_map(driver)
