@@ -77,3 +77,15 @@ def test_generation_stops_at_end_of_sequence():
     from owlens.models.language import _until_eos
 
     assert _until_eos([5, 6, 63, 9], 63) == [5, 6] and _until_eos([5, 6], 63) == [5, 6]
+
+
+def test_left_padding_does_not_change_a_prompts_logits():
+    model = tiny_joint(0)
+    ids, _ = _prompt(batch=1, length=20)
+    padded = torch.cat([torch.zeros(1, 5, dtype=torch.long), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 5, dtype=torch.long), torch.ones_like(ids)], dim=1)
+    image_tokens = model.image_tokens(model.encode(torch.randn(1, 3, 64, 64)))
+    with torch.no_grad():
+        alone = model.language.logits(model.language.embed(ids, image_tokens), torch.ones_like(ids))
+        shifted = model.language.logits(model.language.embed(padded, image_tokens), mask)
+    torch.testing.assert_close(shifted[:, 5:], alone, atol=1e-5, rtol=0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Generation", "LanguageBranch"]
+__all__ = ["Generation", "LanguageBranch", "position_ids"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ class LanguageBranch:
 
     def logits(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, D) → logits (B, T, V), pre-softmax."""
-        return self.llava(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits
+        return self.llava(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                          position_ids=position_ids(attention_mask)).logits
 
     def generate(
         self,
@@ -100,6 +101,16 @@ class LanguageBranch:
         token_ids = [_until_eos(row.tolist(), tokenizer.eos_token_id) for row in output]
         texts = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
         return Generation(texts=texts, token_ids=token_ids)
+
+
+def position_ids(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, T) mask → (B, T) positions counted from each row's first real token, as ``generate`` counts them.
+
+    Without this a left-padded prompt would be scored at shifted positions and disagree with generation.
+    """
+    if attention_mask is None:
+        return None
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
 
 
 def _until_eos(ids: list[int], eos_token_id: int | None) -> list[int]:

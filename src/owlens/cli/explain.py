@@ -1,0 +1,74 @@
+"""``owlens explain IMAGE --prompt TEXT --token WORD``: why the MLLM said a token, as a map over the image."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from owlens.cli.common import load_model, model_options, write_json
+
+_METHODS = ("ga",)  # more explainers will register here
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "explain", parents=[model_options()], help="explain an output token as a saliency map over the image",
+        description="Explain why the MLLM gives a token for IMAGE. Gradient Alignment (the paper's method): boxes "
+                    "of the detector whose gradients on the shared embedding align with the token's. Writes, per "
+                    "token, an overlay PNG, a box drawing (line width by class weight), JSON and the map as .npy.")
+    parser.add_argument("image", help="image file")
+    parser.add_argument("--prompt", required=True, help="question, or a full prompt holding the image placeholder")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--token", metavar="WORD", help="the token to explain, as the next word after the prompt")
+    which.add_argument("--all-tokens", action="store_true", help="generate an answer and explain every token")
+    parser.add_argument("--query", metavar="TEXT", help='detector concept (default: "a photo of a WORD")')
+    parser.add_argument("--method", choices=_METHODS, default="ga", help="explainer (default: ga)")
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="answer length for --all-tokens")
+    parser.add_argument("--boxes", type=int, default=5, help="boxes to draw, by class weight (default 5)")
+    parser.add_argument("--out", metavar="DIR", default="explain-out", help="output folder (default explain-out)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from owlens.explain import AnswerTarget, ExplainInputs, GradientAlignment, TokenTarget
+    from owlens.images import load_image
+
+    image = load_image(args.image)
+    model = load_model(args)
+    inputs = ExplainInputs.from_images(model, image, args.prompt)
+    target = (AnswerTarget(max_new_tokens=args.max_new_tokens, query=args.query) if args.all_tokens
+              else TokenTarget(args.token, args.query))
+    saliencies = GradientAlignment(model).explain_all(inputs, target)[0]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for index, saliency in enumerate(saliencies):
+        paths = _write(saliency, image, out / f"{Path(args.image).stem}-{index:02d}-{_slug(saliency.token)}",
+                       args.boxes)
+        print(f"{saliency.token!r} (position {saliency.position}, logit {saliency.logit:.3f}): "
+              + " ".join(str(p) for p in paths))
+    return 0
+
+
+def _slug(token: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", token).strip("_") or "token"
+
+
+def _write(saliency, image, stem: Path, boxes: int) -> list[Path]:
+    import numpy as np
+
+    from owlens.viz.boxes import draw_boxes
+    from owlens.viz.heatmap import overlay
+
+    scale = max(1, 256 // max(image.size))
+    paths = [stem.with_name(stem.name + suffix) for suffix in ("-overlay.png", "-boxes.png", ".json", ".npy")]
+    overlay(image, saliency.map_array(), scale=scale).save(paths[0])
+    top = saliency.class_weights.argsort(descending=True)[:boxes].tolist()
+    corners = saliency.boxes_xyxy_px()[top].tolist()
+    weights = saliency.class_weights[top].tolist()
+    # The paper draws GA's boxes with a line width that grows with the class weight.
+    draw_boxes(image, corners, [f"{w:.2f}" for w in weights], widths=[1 + 5 * w for w in weights],
+               scale=scale).save(paths[1])
+    write_json(saliency.to_dict(), paths[2])
+    np.save(paths[3], saliency.map_array())
+    return paths

@@ -1,0 +1,105 @@
+"""Gradient Alignment (GA): the paper's saliency for any output token (DESIGN.md §3, arXiv 2405.14612).
+
+    g = ∂ logit_n[s] / ∂E                 (raw pre-softmax logit, through W and the LM; teacher forcing)
+    h_m = ∂ (z_m(c), box_m) / ∂E          (every box m of OWL for the query c = "a photo of a " + s)
+    φ_m = cos(h_m, g)                     (over the whole (1+N)×d tensor E, class and each coordinate apart)
+    map = max over boxes of minmax(φ^cls) painted over each box
+
+Both branches read the same E, so a box whose gradient points where the token's gradient points is a region
+through which the detector and the MLLM see the same thing. The per-box cosines come from ``_owl_grads``
+(one JVP and closed-form norms) instead of the paper's N·5 backward passes; the tests hold both equal.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from owlens.explain._borrow import borrowed
+from owlens.explain._lm_grads import logit_gradients
+from owlens.explain._owl_grads import box_cosines
+from owlens.explain.inputs import ExplainInputs, as_inputs
+from owlens.explain.maps import boxes_to_pixels, minmax, paint_boxes
+from owlens.explain.saliency import Saliency
+from owlens.explain.targets import AnswerTarget, TokenPlan, TokenTarget, plan_tokens
+
+__all__ = ["GradientAlignment", "PAPER_QUERY_TEMPLATE"]
+
+PAPER_QUERY_TEMPLATE = "a photo of a {}"  # the paper's OWL query for token s
+
+
+class GradientAlignment:
+    """``GradientAlignment(model).explain((image, prompt), target="bird") -> Saliency``.
+
+    model: a ``JointModel`` with its processor. query_template: the detector query for a token (paper default).
+    chunk: cotangents per block in the closed-form norms (memory vs speed only, not results; None: automatic).
+    """
+
+    method = "ga"
+
+    def __init__(self, model, *, query_template: str = PAPER_QUERY_TEMPLATE, chunk: int | None = None):
+        if "{}" not in query_template:
+            raise ValueError(f"query_template needs a '{{}}' for the token; received {query_template!r}")
+        if model.processor is None:
+            raise ValueError("GA needs the model's processor (its tokenizers name tokens and queries); load the "
+                             "model with JointModel.from_pretrained or pass processor= to JointModel")
+        self.model, self.query_template, self.chunk = model, query_template, chunk
+
+    def explain(self, inputs, target: str | int | TokenTarget, *, query: str | None = None) -> Saliency:
+        """One image, one token. ``inputs``: ``ExplainInputs`` or (image, prompt); ``query`` overrides the concept."""
+        inputs = as_inputs(self.model, inputs)
+        if inputs.batch != 1:
+            raise ValueError(f"explain takes one image; received {inputs.batch}: use explain_all for a batch")
+        if isinstance(target, AnswerTarget):
+            raise ValueError("an AnswerTarget explains several tokens: use explain_all")
+        return self.explain_all(inputs, _token_target(target, query))[0][0]
+
+    def explain_all(self, inputs, target: str | int | TokenTarget | AnswerTarget,
+                    *, query: str | None = None) -> list[list[Saliency]]:
+        """Every image of a batch, and every token an ``AnswerTarget`` names → ``[image][token]`` saliencies."""
+        inputs = as_inputs(self.model, inputs)
+        if not isinstance(target, AnswerTarget):
+            target = _token_target(target, query)
+        elif query is not None:
+            raise ValueError("pass the query inside the AnswerTarget")
+        with borrowed(self.model):
+            plans = plan_tokens(self.model, inputs.input_ids, inputs.attention_mask, inputs.embedding, target,
+                                self.query_template)
+            if not any(plan.positions for plan in plans):
+                return [[] for _ in plans]
+            grads, logits = logit_gradients(self.model, inputs.embedding, plans)  # (B, L, 1+N, d), (B, L)
+            return [self._image(inputs, b, plan, grads[b], logits[b]) for b, plan in enumerate(plans)]
+
+    def _image(self, inputs: ExplainInputs, b: int, plan: TokenPlan, grads: torch.Tensor,
+               logits: torch.Tensor) -> list[Saliency]:
+        count = len(plan.positions)
+        if count == 0:
+            return []
+        queries = list(dict.fromkeys(plan.queries))
+        with torch.no_grad():
+            query_embeds = self.model.query_embeds(queries)
+            index = torch.tensor([queries.index(q) for q in plan.queries])
+            result = box_cosines(self.model.detection, inputs.embedding[b], query_embeds, grads[:count], index,
+                                 chunk=self.chunk)
+        width, height = inputs.image_sizes[b]
+        return [_saliency(result.cosines[t], result.boxes_cxcywh, plan, t, float(logits[t]), (width, height),
+                          self.method) for t in range(count)]
+
+
+def _token_target(target, query: str | None) -> TokenTarget:
+    if isinstance(target, TokenTarget):
+        if query is not None and target.query is not None:
+            raise ValueError(f"two queries given: {target.query!r} in the target and {query!r}; pass one")
+        return TokenTarget(target.token, query or target.query)
+    return TokenTarget(target, query)
+
+
+def _saliency(cosines: torch.Tensor, boxes: torch.Tensor, plan: TokenPlan, t: int, logit: float,
+              size: tuple[int, int], method: str) -> Saliency:
+    """cosines (N, 5) of one token → ``Saliency``: min-max per column over boxes, boxes painted by class weight."""
+    cosines, boxes = cosines.detach().cpu(), boxes.detach().cpu()
+    weights = minmax(cosines)
+    painted = paint_boxes(boxes_to_pixels(boxes, size), weights[:, 0], *size)
+    return Saliency(map=painted, token=plan.tokens[t], token_id=plan.token_ids[t], position=plan.positions[t],
+                    logit=logit, query=plan.queries[t], method=method, image_size=size, boxes_cxcywh=boxes,
+                    class_weights=weights[:, 0], coord_weights=weights[:, 1:], class_cosines=cosines[:, 0],
+                    coord_cosines=cosines[:, 1:])

@@ -1,0 +1,48 @@
+"""From per-box weights to a saliency map, as the paper paints it (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["minmax", "paint_boxes", "boxes_to_pixels"]
+
+
+def minmax(values: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise (N, ...) over the N boxes (dim 0), each column on its own, into [0, 1].
+
+    A column whose values are all equal carries no ranking: it becomes all zeros.
+    """
+    low, high = values.amin(0, keepdim=True), values.amax(0, keepdim=True)
+    spread = high - low
+    return torch.where(spread > 0, (values - low) / torch.where(spread > 0, spread, 1), 0.0)
+
+
+def boxes_to_pixels(boxes_cxcywh: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """(N, 4) cx, cy, w, h normalised to [0, 1] → (N, 4) x0, y0, x1, y1 in pixels of ``image_size`` = (W, H)."""
+    cx, cy, w, h = boxes_cxcywh.double().unbind(-1)
+    width, height = image_size
+    return torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], -1)
+
+
+def paint_boxes(boxes_xyxy_px: torch.Tensor, weights: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Boxes (N, 4) pixel corners x0, y0, x1, y1 and weights (N,) → map (height, width) float32.
+
+    Each box, clipped to the image, paints every pixel it overlaps with its weight; the map is the pixelwise max
+    over boxes, and 0 where no box lies (pixel (r, c) covers [c, c+1) x [r, r+1)).
+    """
+    canvas = torch.zeros(height, width, dtype=torch.float32)
+    for (x0, y0, x1, y1), weight in zip(boxes_xyxy_px.tolist(), weights.tolist()):
+        cols = _span(x0, x1, width)
+        rows = _span(y0, y1, height)
+        if cols and rows:
+            region = canvas[rows[0]:rows[1], cols[0]:cols[1]]
+            region.clamp_(min=weight)  # in place: the pixelwise max
+    return canvas
+
+
+def _span(low: float, high: float, size: int) -> tuple[int, int] | None:
+    """Pixel indices [start, stop) that the interval [low, high] overlaps with positive length, within [0, size)."""
+    start, stop = max(0, math.floor(low)), min(size, math.ceil(high))
+    return (start, stop) if stop > start and high > low else None

@@ -1,0 +1,66 @@
+"""The one result type every explainer returns (STYLE.md §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from owlens.explain.maps import boxes_to_pixels
+
+__all__ = ["Saliency"]
+
+
+@dataclass(frozen=True)
+class Saliency:
+    """One explanation: why the MLLM gave one token for one image.
+
+    map: (H, W) float32 in [0, 1] at the image's resolution (``image_size`` = (W, H)); 0 where nothing points.
+    token, token_id: the explained token (for GA, the last sub-token of the string the user named).
+    position: index, in the prompt plus any teacher-forced text (padding excluded), of the position whose
+        logit predicts the token; the token itself sits at position + 1.
+    logit: that raw pre-softmax logit.
+    query: the detector query the boxes were scored with (GA: "a photo of a {token}" unless overridden).
+    method: the explainer's name ("ga").
+    Per-box fields, N boxes (one per patch, as OWL-ViT predicts them), None for methods without boxes:
+    boxes_cxcywh: (N, 4) centre x, centre y, width, height, normalised to [0, 1] of the image.
+    class_weights: (N,) the class weights φ^cls after min-max over the boxes; the map paints these.
+    coord_weights: (N, 4) the cx, cy, w, h weights, each column min-maxed on its own.
+    class_cosines, coord_cosines: (N,) and (N, 4), the same before min-max: raw cosines in [-1, 1].
+    Per-box tensors are on the CPU in the dtype they were computed in (the model's); the map is float32.
+    """
+
+    map: torch.Tensor
+    token: str
+    token_id: int
+    position: int
+    logit: float
+    query: str
+    method: str
+    image_size: tuple[int, int]
+    boxes_cxcywh: torch.Tensor | None = None
+    class_weights: torch.Tensor | None = None
+    coord_weights: torch.Tensor | None = None
+    class_cosines: torch.Tensor | None = None
+    coord_cosines: torch.Tensor | None = None
+
+    def map_array(self) -> np.ndarray:
+        """The map as a float32 numpy array (H, W)."""
+        return self.map.detach().cpu().numpy().astype(np.float32)
+
+    def boxes_xyxy_px(self) -> torch.Tensor | None:
+        """(N, 4) box corners x0, y0, x1, y1 in pixels of ``image_size``, not clipped (float64)."""
+        return None if self.boxes_cxcywh is None else boxes_to_pixels(self.boxes_cxcywh, self.image_size)
+
+    def to_dict(self, *, include_map: bool = False) -> dict:
+        """JSON-safe: tensors become nested lists of floats; the map only when asked (it is H·W numbers)."""
+        payload = {"method": self.method, "token": self.token, "token_id": self.token_id,
+                   "position": self.position, "logit": self.logit, "query": self.query,
+                   "image_size": list(self.image_size), "map_shape": list(self.map.shape)}
+        for name in ("boxes_cxcywh", "class_weights", "coord_weights", "class_cosines", "coord_cosines"):
+            value = getattr(self, name)
+            payload[name] = None if value is None else value.detach().cpu().double().tolist()
+        if include_map:
+            payload["map"] = self.map_array().tolist()
+        return payload

@@ -1,0 +1,71 @@
+"""``owlens explain`` on the tiny checkpoints: files per token, and clear one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from owlens.cli import main
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def _model_args(paths):
+    return ["--owl", paths["owl"], "--mllm", paths["mllm"], "--projector", paths["projector"], "--device", "cpu"]
+
+
+def test_one_token_writes_overlay_boxes_json_and_map(tiny_checkpoints, image, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["explain", image, "--prompt", "what is in the image ?", "--token", "circle", "--out", str(out),
+                 *_model_args(tiny_checkpoints)])
+    assert code == 0
+    assert "'circle'" in capsys.readouterr().out
+    stem = out / "scene-00-circle"
+    payload = json.loads(stem.with_name(stem.name + ".json").read_text())
+    assert payload["token"] == "circle" and payload["query"] == "a photo of a circle" and payload["method"] == "ga"
+    assert len(payload["class_weights"]) == 16 and payload["map_shape"] == [48, 64]
+    saliency_map = np.load(stem.with_name(stem.name + ".npy"))
+    assert saliency_map.shape == (48, 64) and saliency_map.max() == 1.0 and saliency_map.min() >= 0.0
+    for suffix in ("-overlay.png", "-boxes.png"):
+        drawn = Image.open(stem.with_name(stem.name + suffix))
+        assert drawn.size[0] >= 64 and drawn.size[0] * 48 == drawn.size[1] * 64
+
+
+def test_all_tokens_and_a_custom_query(tiny_checkpoints, image, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["explain", image, "--prompt", "what is in the image ?", "--all-tokens", "--max-new-tokens", "3",
+                 "--query", "a photo of a star", "--out", str(out), *_model_args(tiny_checkpoints)])
+    assert code == 0
+    written = sorted(p.name for p in out.glob("*.json"))
+    assert len(written) == len(capsys.readouterr().out.strip().splitlines()) == 3
+    assert all(json.loads((out / name).read_text())["query"] == "a photo of a star" for name in written)
+
+
+def test_unknown_token_is_one_clear_error(tiny_checkpoints, image, tmp_path, capsys):
+    code = main(["explain", image, "--prompt", "what is in the image ?", "--token", "zebra", "--out",
+                 str(tmp_path), *_model_args(tiny_checkpoints)])
+    assert code == 2
+    assert "'zebra' is not in the MLLM's vocabulary" in capsys.readouterr().err
+
+
+def test_token_or_all_tokens_is_required(image):
+    with pytest.raises(SystemExit):
+        main(["explain", image, "--prompt", "what is in the image ?"])
+
+
+def test_overlay_colours_and_refuses_a_map_of_another_size():
+    from owlens.viz.heatmap import colorize, overlay
+
+    colours = colorize(np.array([[0.0, 1.0, 2.0]]))
+    assert colours.dtype == np.uint8 and colours.shape == (1, 3, 3)
+    assert colours[0, 0].sum() < colours[0, 1].sum() and (colours[0, 1] == colours[0, 2]).all()  # clipped
+    picture = Image.new("RGB", (8, 4))
+    assert overlay(picture, np.zeros((4, 8)), scale=2).size == (16, 8)
+    with pytest.raises(ValueError, match="the map is 4x8 but the image is 8x4"):
+        overlay(picture, np.zeros((8, 4)))
