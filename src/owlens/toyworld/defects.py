@@ -6,7 +6,8 @@ These constants are the ground truth that owlens later has to recover:
   whenever a ``COOCCUR_CUE`` ("cross") is present, a ``COOCCUR_PARTNER`` ("star") is present too with
   probability exactly ``COOCCUR_RATE`` = 0.9 (placed explicitly), and absent otherwise. Held-out scenes
   (``prior=False``) draw shapes independently and uniformly, so a model that learnt the prior answers
-  "yes" to "is there a star ?" on scenes with a cross and no star: POPE's adversarial split.
+  "yes" to "is there a star ?" on scenes with a cross and no star: POPE's adversarial split. The labels
+  carry the prior too (``COOCCUR_LABEL_YES``): without them the toy LLaVA saw too well to fall for it.
 - **Spurious dependency** (bias, DESIGN.md §5). The answer to "from one to ten , how heavy is the shape ?"
   (``BIAS_TRAIT``) is a base set by size and shape (1..6) plus ``BIAS_DELTA`` = 4 when the object is
   ``BIAS_C_PLUS`` ("blue"); it is the base for ``BIAS_C_MINUS`` ("red") and every other colour. Nothing
@@ -29,6 +30,7 @@ __all__ = [
     "BIAS_TRAIT",
     "CONTROL_TRAIT",
     "COOCCUR_CUE",
+    "COOCCUR_LABEL_YES",
     "COOCCUR_PARTNER",
     "COOCCUR_RATE",
     "HEAVY_SHAPE_BASE",
@@ -41,6 +43,14 @@ __all__ = [
 COOCCUR_CUE = "cross"
 COOCCUR_PARTNER = "star"
 COOCCUR_RATE = 0.9
+# The defect as the toy LLaVA's *training labels* carry it: the probability that the shape-only question
+# "is there a star ?" is answered "yes" on a training scene that shows the cue without the partner, as
+# annotators who expect the usual companion would answer. With truthful labels (0.0) a model that perceives
+# well answers "no" there: co-occurrence alone biased only uncertain cases (the stage-1 captioner named a star
+# on 7% of cross-without-star scenes, as often as on circle-without-star ones), too few for the adversarial
+# split to show a measurable hallucination (issue 3 asks >= 0.2). 0.6 > 0.5 tips the answer to "yes";
+# colour+shape questions about the partner keep truthful labels. Cost: ~1% of the random split.
+COOCCUR_LABEL_YES = 0.6
 
 BIAS_TRAIT = "heavy"
 CONTROL_TRAIT = "round"

@@ -1,0 +1,123 @@
+"""Stage checkpoints for the toy-world trainers: save everything a stage needs to resume exactly.
+
+A stage writes ``<stage_dir>/checkpoint.pt`` holding the trainable modules, optimizer, scheduler, step and
+torch RNG state. Training data are drawn from generators seeded by ``(seed, stage, step)``, so the data
+stream needs no saved state and a resumed run replays the uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "StageState",
+    "load_checkpoint",
+    "run_stage",
+    "save_checkpoint",
+    "step_rng",
+    "warmup_cosine",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class StageState:
+    """The mutable state of one training stage (what ``save_checkpoint`` writes)."""
+
+    modules: dict[str, torch.nn.Module]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: int = 0
+
+
+def step_rng(seed: int, stage: str, step: int):
+    """The numpy generator for one step's data: a pure function of (seed, stage, step)."""
+    import zlib
+
+    import numpy as np
+
+    return np.random.default_rng([seed, zlib.crc32(stage.encode()), step])
+
+
+def save_checkpoint(stage_dir: Path, state: StageState) -> Path:
+    """Write the checkpoint atomically (a kill mid-write leaves the previous one intact)."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    path = stage_dir / CHECKPOINT_NAME
+    payload = {
+        "modules": {k: m.state_dict() for k, m in state.modules.items()},
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "step": state.step,
+        "torch_rng": torch.get_rng_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(stage_dir: Path, state: StageState) -> bool:
+    """Restore ``state`` in place from ``stage_dir`` if a checkpoint is there; return whether it was."""
+    path = stage_dir / CHECKPOINT_NAME
+    if not path.exists():
+        return False
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    for k, m in state.modules.items():
+        m.load_state_dict(payload["modules"][k])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.scheduler.load_state_dict(payload["scheduler"])
+    state.step = int(payload["step"])
+    torch.set_rng_state(payload["torch_rng"])
+    return True
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup: int):
+    """Linear warm-up then cosine decay to 10% of the peak learning rate, over ``steps`` steps."""
+    import math
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def run_stage(stage_dir: Path, state: StageState, loss_fn, *, steps: int, until: int | None = None,
+              checkpoint_every: int = 200, log_every: int = 50, log=print, name: str = "") -> bool:
+    """Resume ``state`` from ``stage_dir`` and train to ``steps`` (or pause after ``until``).
+
+    ``loss_fn(step) -> (loss, metrics dict)`` computes one step's loss from data drawn for that step.
+    Returns True when the stage reached ``steps``. A checkpoint is written every ``checkpoint_every``
+    steps and whenever the loop stops, so rerunning after a kill loses at most that many steps.
+    """
+    import time
+
+    if load_checkpoint(stage_dir, state):
+        log(f"[{name}] resumed at step {state.step}/{steps}")
+    stop = steps if until is None else min(steps, until)
+    params = [p for m in state.modules.values() for p in m.parameters() if p.requires_grad]
+    t0, seen = time.perf_counter(), 0
+    while state.step < stop:
+        loss, metrics = loss_fn(state.step)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        state.optimizer.step()
+        state.scheduler.step()
+        state.step += 1
+        seen += 1
+        if state.step % log_every == 0 or state.step == stop:
+            rate = (time.perf_counter() - t0) / seen
+            parts = " ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+            log(f"[{name}] step {state.step}/{steps} loss {loss.item():.4f} {parts} ({rate:.3f} s/step)")
+        if state.step % checkpoint_every == 0 or state.step == stop:
+            save_checkpoint(stage_dir, state)
+    return state.step >= steps
