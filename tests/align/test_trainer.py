@@ -47,12 +47,13 @@ def test_distillation_lowers_the_loss_and_freezes_only_for_the_run(tmp_path):
     assert all(p.requires_grad for p in model.owl.parameters())  # borrowed state given back
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_is_exact(tmp_path, schedule):
     images = _images()
-    straight, _ = _train(tmp_path / "straight", images)
-    _, stopped = _train(tmp_path / "resumed", images, max_steps=7)
+    straight, _ = _train(tmp_path / "straight", images, schedule=schedule)
+    _, stopped = _train(tmp_path / "resumed", images, max_steps=7, schedule=schedule)
     assert stopped.projector_dir is None and stopped.steps == 7
-    resumed, result = _train(tmp_path / "resumed", images)
+    resumed, result = _train(tmp_path / "resumed", images, schedule=schedule)
     assert result.resumed_from_step == 7 and result.steps == 12
     assert _same_weights(straight.alignment, resumed.alignment)
 

@@ -11,6 +11,7 @@ resumes exactly where the last checkpoint left off.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -24,7 +25,8 @@ __all__ = ["AlignConfig", "AlignResult", "train_alignment", "CHECKPOINT", "PROJE
 
 CHECKPOINT, PROJECTOR, STATE = "checkpoint", "projector", "trainer_state.json"
 # Settings a resumed run must share with the run that wrote the checkpoint, or the result is not one run.
-_RESUME_KEYS = ("lr", "weight_decay", "batch_size", "epochs", "seed")
+_RESUME_KEYS = ("lr", "weight_decay", "batch_size", "epochs", "seed", "schedule")
+_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class AlignConfig:
     seed: int = 0  # fixes the image order of every epoch
     checkpoint_every: int = 200  # steps between checkpoints
     max_steps: int | None = None  # stop (with a checkpoint) after this many steps in total
+    schedule: str = "constant"  # the paper states none; "cosine" decays to 0 over the run after 3% warm-up
     mixed_precision: str = "no"  # "bf16" for autocast under accelerate
     num_workers: int = 0  # image-decoding workers of the DataLoader
 
@@ -53,6 +56,21 @@ class AlignResult:
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def _scheduler(optimizer, schedule: str, total_steps: int):
+    if schedule not in _SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}: expected one of {_SCHEDULES}")
+    warmup = max(1, round(0.03 * total_steps))
+
+    def factor(step: int) -> float:
+        if schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class _EpochOrder(torch.utils.data.Sampler):
@@ -134,7 +152,8 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
     try:
         model.to(accelerator.device)
         optimizer = torch.optim.AdamW(model.alignment.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        projector, optimizer, loader = accelerator.prepare(model.alignment, optimizer, loader)
+        scheduler = _scheduler(optimizer, config.schedule, config.epochs * math.ceil(len(images) / config.batch_size))
+        projector, optimizer, loader, scheduler = accelerator.prepare(model.alignment, optimizer, loader, scheduler)
         state = _read_state(out_dir, config)
         if state["step"]:
             accelerator.load_state(str(out_dir / CHECKPOINT))
@@ -144,7 +163,7 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
                                                                                  config.epochs * len(loader))
         bar = tqdm(total=total, initial=state["step"], disable=not (progress and accelerator.is_main_process),
                    desc="align W", unit="step")
-        _run_epochs(model, projector, optimizer, loader, accelerator, state, config, out_dir, bar)
+        _run_epochs(model, projector, (optimizer, scheduler), loader, accelerator, state, config, out_dir, bar)
         bar.close()
         projector_dir = None
         if state["epoch"] >= config.epochs:
@@ -158,8 +177,9 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
             parameter.requires_grad_(requires_grad)
 
 
-def _run_epochs(model, projector, optimizer, loader, accelerator, state, config, out_dir, bar) -> None:
+def _run_epochs(model, projector, optimizers, loader, accelerator, state, config, out_dir, bar) -> None:
     """Train from ``state`` on, until the last epoch ends or ``max_steps`` is reached; checkpoint at the end."""
+    optimizer, scheduler = optimizers
     def reached() -> bool:
         return config.max_steps is not None and state["step"] >= config.max_steps
 
@@ -172,6 +192,7 @@ def _run_epochs(model, projector, optimizer, loader, accelerator, state, config,
             loss = _batch_loss(model, projector, batch)
             accelerator.backward(loss)
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             used = torch.tensor(batch["owl_pixels"].shape[0] if "owl_pixels" in batch else 0)
             counts = accelerator.reduce(torch.stack([used, batch["skipped"]]).to(accelerator.device), "sum")

@@ -3,8 +3,10 @@
 MSE between W(E[:, 1:]) and the toy LLaVA's own projected image tokens, images only, OWL and LLaVA frozen
 (DESIGN.md §2). Two documented departures from the paper's settings, both forced by scale: W is the paper's
 shape (three hidden ReLU layers) at width 512 rather than 8192 (the toy's d_owl is 128, not 768, and the
-shipped weights must stay small), and lr 1e-3 with batch 64 over 48k generated scenes (one epoch), since the
-paper's 1e-4 over Open Images' millions of images would leave a toy-sized W unconverged.
+shipped weights must stay small), and lr 1e-3 decayed by a cosine with batch 64 over 96k generated scenes (one
+epoch), since the paper's constant 1e-4 over Open Images' millions of images would leave a toy-sized W
+unconverged. A first W (constant lr, 48k scenes: relative MSE 0.056) cost J 6 points of presence accuracy
+against LLaVA; the decay to 0 is what removes the last, noisy part of the error.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from owlens.toyworld.world import sample_scene
 __all__ = ["HIDDEN", "ToyScenes", "alignment_quality", "train"]
 
 HIDDEN = (512, 512, 512)
-TOY_ALIGN = AlignConfig(lr=1e-3, weight_decay=1e-2, batch_size=64, epochs=1, checkpoint_every=100)
+TOY_ALIGN = AlignConfig(lr=1e-3, weight_decay=1e-2, batch_size=64, epochs=1, checkpoint_every=100, schedule="cosine")
 _STREAM = 4_040_404  # seed word of this stage's scene stream (the evaluators use other streams)
 
 
@@ -70,7 +72,7 @@ def alignment_quality(model, images, batch_size: int = 64) -> AlignmentQuality:
     return AlignmentQuality(squared / spread, float(torch.cat(cosines).mean()), len(images))
 
 
-def train(out_dir: Path, *, owl_dir: Path, llava_dir: Path, seed: int = 0, scenes: int = 48_000,
+def train(out_dir: Path, *, owl_dir: Path, llava_dir: Path, seed: int = 0, scenes: int = 96_000,
           max_steps: int | None = None, log=print) -> Path:
     """Distil W for the toy pair into ``out_dir``; returns the folder of the trained W (resumes if rerun)."""
     from owlens.models.loading import load_joint
