@@ -124,11 +124,13 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_checkpoints, tmp_path):
 
 def test_two_processes_under_accelerate(tiny_checkpoints, tmp_path):
     images = _image_folder(tmp_path / "images", count=16, corrupt=0)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # --multi_gpu is accelerate's multi-process launcher (gloo on a machine without GPUs); --cpu would start one.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "owlens",
                *_cli(tiny_checkpoints, images, tmp_path / "ddp")[3:]]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
     # global batch 4 split over 2 processes: 16 images x 2 epochs = 8 steps, every image used once per epoch
+    assert result["processes"] == 2
     assert result["steps"] == 8 and result["images_used"] == 32

@@ -53,6 +53,7 @@ class AlignResult:
     images_skipped: int
     last_loss: float
     resumed_from_step: int
+    processes: int  # how many accelerate processes shared each global batch
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -138,13 +139,14 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
                     progress: bool = True, log=print) -> AlignResult:
     """Train ``model.alignment`` on ``images`` (paths, PIL images or uint8 arrays); W is written to
     ``out_dir/projector`` when the last epoch ends. OWL and the MLLM are frozen for the run and given back."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DataLoaderConfiguration
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, split_batches=True,
-                              cpu=model.device.type == "cpu")
+    # split_batches: each global batch is cut across processes (the Accelerator's own keyword is ignored).
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=model.device.type == "cpu",
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
     loader = torch.utils.data.DataLoader(ImageFolder(images, model.processor), batch_size=config.batch_size,
                                          sampler=_EpochOrder(len(images), config.seed), collate_fn=collate,
                                          num_workers=config.num_workers)
@@ -171,7 +173,8 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
             if accelerator.is_main_process:
                 accelerator.unwrap_model(projector).save_pretrained(projector_dir)
             accelerator.wait_for_everyone()
-        return AlignResult(projector_dir, state["step"], state["used"], state["skipped"], state["loss"], resumed_from)
+        return AlignResult(projector_dir, state["step"], state["used"], state["skipped"], state["loss"], resumed_from,
+                           accelerator.num_processes)
     finally:
         for parameter, requires_grad in borrowed:
             parameter.requires_grad_(requires_grad)
