@@ -1,0 +1,57 @@
+"""``owlens check IMAGE --prompt TEXT``: every object the answer names, grounded or not by the detector."""
+
+from __future__ import annotations
+
+import argparse
+
+from owlens.cli.common import load_model, model_options, write_json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "check", parents=[model_options()], help="answer, then ground every object the answer mentions",
+        description="Generate an answer about IMAGE, find the objects it mentions, and ask the detector, from the "
+                    "same embedding E, for each object's presence p_c and best box: below τ it is ungrounded, a "
+                    "likely hallucination.")
+    parser.add_argument("image", help="image file")
+    parser.add_argument("--prompt", required=True, help="question, or a full prompt holding the image placeholder")
+    parser.add_argument("--vocabulary", choices=("auto", "toy", "coco"), default="auto",
+                        help="object names to look for: toy world shapes, or COCO's 80 classes with synonyms "
+                             "(auto: toy for the shipped toy world, else coco)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="τ on p_c (default 0.5; `owlens pope score --calibrate` prints a calibrated one)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--out", metavar="PNG", help="draw every mentioned object's best box")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from owlens.hallucination.check import check
+    from owlens.hallucination.flag import PresenceThreshold
+    from owlens.hallucination.vocabulary import coco_vocabulary, toy_vocabulary
+    from owlens.images import load_image
+
+    image = load_image(args.image)
+    toy = args.vocabulary == "toy" or (args.vocabulary == "auto" and not (args.owl or args.mllm))
+    model = load_model(args)
+    result = check(model, image, args.prompt, toy_vocabulary() if toy else coco_vocabulary(),
+                   threshold=PresenceThreshold.from_probability(args.threshold), max_new_tokens=args.max_new_tokens)
+    if args.out:
+        from owlens.viz.boxes import draw_boxes
+
+        labels = [f"{o.name} {o.presence:.2f}" + ("" if o.grounded else " UNGROUNDED") for o in result.objects]
+        drawing = draw_boxes(image, [o.box_xyxy_px for o in result.objects], labels,
+                             widths=[3 if o.grounded else 1 for o in result.objects],
+                             scale=max(1, 256 // max(image.size)))
+        drawing.save(args.out)
+    if args.json:
+        write_json({"image": args.image, **result.to_dict()})
+        return 0
+    print(result.answer)
+    for o in result.objects:
+        verdict = "grounded  " if o.grounded else "UNGROUNDED"
+        print(f"  {verdict} {o.name}: p_c {o.presence:.3f}  box_xyxy_px " + " ".join(f"{v:.1f}" for v in o.box_xyxy_px))
+    if not result.objects:
+        print("  (the answer names no object of the vocabulary)")
+    return 0

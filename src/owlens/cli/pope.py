@@ -1,0 +1,134 @@
+"""``owlens pope run|score|toy``: POPE with the detector's verdict from the same E (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from owlens.cli.common import load_model, model_options, write_json
+
+_RUN_EPILOG = """\
+Each row of ANSWERS: question_id, image, question, answer, parsed (yes/no as POPE's reference reads it),
+p_yes (softmax over the first tokens of "yes"/"Yes" vs "no"/"No"), object, query, presence (p_c), presence_logit,
+box_xyxy_px, flag, flag_score, threshold, label. Rerun the same command to resume: rows already written are
+kept, a torn last line is dropped, nothing is answered twice. A missing image is reported and its questions
+skipped (a rerun retries them).
+
+LLaVA-1.5's own POPE prompt:
+  owlens pope run coco_pope_adversarial.json --images val2014 --out answers.jsonl \\
+      --owl google/owlvit-base-patch32 --mllm llava-hf/llava-1.5-7b-hf --projector ./w-owl-llava \\
+      --suffix $'\\nAnswer the question using a single word or phrase.'
+
+several GPUs (Hugging Face accelerate): each process answers every n-th question into ANSWERS.part-i; when
+all are done the main process merges them into ANSWERS in question order (an interrupted sharded run
+resumes with any number of processes):
+  accelerate launch --multi_gpu --num_processes 4 -m owlens pope run coco_pope_random.json --images val2014 \\
+      --out answers.jsonl --owl ... --mllm ... --projector ... --dtype bf16
+(several CPU processes: the same with --device cpu; `accelerate launch --cpu` starts one process only.)
+"""
+
+
+def register(subparsers) -> None:
+    pope = subparsers.add_parser("pope", help="POPE: answer, score, and flag hallucinations with the detector")
+    commands = pope.add_subparsers(dest="pope_command", metavar="COMMAND", required=True)
+    run = commands.add_parser(
+        "run", parents=[model_options()], help="answer a POPE question file, with OWL's presence score per question",
+        description="Answer every question of QUESTIONS (POPE JSONL: question_id, image, text, label) on the images "
+                    "in --images, writing one JSON line per question to --out as it goes.",
+        epilog=_RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("questions", help="POPE question file (JSON Lines)")
+    run.add_argument("--images", required=True, metavar="DIR", help="folder holding the questions' images")
+    run.add_argument("--out", required=True, metavar="ANSWERS", help="answers file (JSON Lines; resumed if present)")
+    run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument("--max-new-tokens", type=int, default=16)
+    run.add_argument("--suffix", default="", help="text appended to every question")
+    run.add_argument("--threshold", type=float, default=0.5,
+                     help="τ on p_c for the stored flag (uncalibrated; `pope score --calibrate` chooses one)")
+    run.add_argument("--fsync", action="store_true", help="fsync every row (also survives a power cut)")
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(run=_run)
+
+    score = commands.add_parser(
+        "score", help="POPE's figures (exactly its reference evaluation), and the flag's AUROC/AP",
+        description="Accuracy, precision, recall, F1 and yes-ratio as POPE's evaluate.py computes them; for files "
+                    "`pope run` wrote, also AUROC of p_c against the label and AUROC/AP of the flag against the "
+                    "model's wrong answers.")
+    score.add_argument("answers", help="answers (JSON Lines with 'answer' or 'text')")
+    score.add_argument("questions", help="the POPE question file the answers belong to")
+    score.add_argument("--calibrate", nargs=2, metavar=("CAL_ANSWERS", "CAL_QUESTIONS"),
+                       help="choose the flag's τ on this other split (never on the one scored)")
+    score.add_argument("--json", action="store_true")
+    score.set_defaults(run=_score)
+
+    toy = commands.add_parser("toy", help="write POPE files for the toy world (random/popular/adversarial)",
+                              description="Held-out toy scenes as PNG, toy_pope_{random,popular,adversarial,"
+                                          "calibration}.json and truth.jsonl in OUT.")
+    toy.add_argument("out", help="folder to write")
+    toy.add_argument("--seed", type=int, default=0)
+    toy.add_argument("--images", type=int, default=500, help="test images (POPE uses 500)")
+    toy.add_argument("--calibration-images", type=int, default=200)
+    toy.set_defaults(run=_toy)
+
+
+def _distributed(device: str):
+    """accelerate's process state when launched with several processes, else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    # Without cpu=True, processes launched on a machine with no GPU each believe they run alone.
+    return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+
+
+def _run(args: argparse.Namespace) -> int:
+    from owlens.hallucination.runner import PopeRunConfig, merge_parts, part_paths, run_pope
+
+    state = _distributed(args.device)
+    shard = (state.process_index, state.num_processes) if state else (0, 1)
+    if state:
+        args.device = str(state.device)
+    model = load_model(args)
+    config = PopeRunConfig(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, prompt_suffix=args.suffix,
+                           threshold=args.threshold, fsync=args.fsync)
+    main_process = state is None or state.is_main_process
+    result = run_pope(model, args.questions, args.images, args.out, config, shard=shard,
+                      progress=not args.no_progress and main_process, log=lambda m: print(m, file=sys.stderr))
+    if state:
+        state.wait_for_everyone()
+    if main_process and part_paths(args.out):
+        merge_parts(args.out, args.questions)
+    print(f"shard {shard[0] + 1}/{shard[1]}: {result.answered} answered, {result.resumed} already in {args.out}, "
+          f"{result.skipped} skipped ({len(result.missing_images)} unreadable images)")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from owlens.hallucination.report import score_files
+
+    report = score_files(args.answers, args.questions, calibration=tuple(args.calibrate) if args.calibrate else None)
+    if args.json:
+        write_json(report.to_dict())
+        return 0
+    pope = report.pope
+    print(f"TP {pope.tp}  FP {pope.fp}  TN {pope.tn}  FN {pope.fn}  ({report.n_answered} of {report.n_questions} "
+          "questions answered)")
+    for name in ("accuracy", "precision", "recall", "f1", "yes_ratio"):
+        print(f"{name:>10}: {getattr(pope, name):.4f}")
+    if report.flag is not None:
+        flag = report.flag
+        how = "calibrated" if flag.calibrated else "uncalibrated, from the rows"
+        print(f"presence AUROC (p_c vs label): {report.presence_auroc:.4f}")
+        print(f"flag at τ = {flag.threshold.probability:.4f} ({how}): {flag.n_flagged} flagged, {flag.n_wrong} wrong; "
+              f"AUROC {flag.flag_auroc:.4f}, AP {flag.flag_ap:.4f} (detector alone AUROC "
+              f"{flag.presence_only_auroc:.4f}, MLLM doubt AUROC {flag.mllm_doubt_auroc:.4f})")
+    return 0
+
+
+def _toy(args: argparse.Namespace) -> int:
+    from owlens.hallucination.toy_pope import build_toy_pope
+
+    files = build_toy_pope(args.out, seed=args.seed, n_images=args.images, calibration_images=args.calibration_images)
+    write_json(files.to_dict())
+    return 0

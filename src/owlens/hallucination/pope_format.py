@@ -1,0 +1,95 @@
+"""POPE's question and answer files: JSON Lines (one object per line), whatever the file extension says.
+
+A question line is ``{"question_id", "image", "text", "label"}`` (POPE, Li et al. 2023); the real files in
+../shared/data/pope are in that format. An answer line written by the runner carries the same ``question_id``
+and ``image`` plus the answer and the detector's verdict (see ``runner.PopeRow``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["PopeQuestion", "read_questions", "write_questions", "read_rows", "object_of", "QUERY_TEMPLATE"]
+
+# OWL-ViT's CLIP prompt for an object class (DESIGN.md §4: p_c from "a photo of a {c}").
+QUERY_TEMPLATE = "a photo of a {}"
+# POPE asks "Is there a {c} in the image?"; the toy world asks "is there a {c} ?" (toyworld/text.py).
+_QUESTION = re.compile(r"^\s*is there (?:an? )?(?P<object>.+?)(?:\s+in the (?:image|picture|photo))?\s*\?\s*$",
+                       re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PopeQuestion:
+    """One POPE question. ``label`` is "yes" or "no" (None when the file carries no labels)."""
+
+    question_id: int | str
+    image: str
+    text: str
+    label: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def object_of(question: str) -> str:
+    """The object class a POPE question asks about: "Is there a dining table in the image?" → "dining table"."""
+    match = _QUESTION.match(question)
+    if match is None:
+        raise ValueError(f'expected a POPE question like "Is there a {{object}} in the image?"; received {question!r}')
+    return match.group("object").strip()
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"POPE file not found: {path}")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield number, line
+
+
+def read_questions(path: str | Path) -> Iterator[PopeQuestion]:
+    """Stream the questions of a POPE JSONL file, in file order (nothing is held in memory)."""
+    path = Path(path)
+    for number, line in _lines(path):
+        try:
+            row = json.loads(line)
+            question = PopeQuestion(row["question_id"], str(row["image"]), str(row["text"]), row.get("label"))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{number}: expected a JSON object with question_id, image, text (and label); "
+                             f"received {line.strip()[:120]!r} ({err})") from err
+        if question.label not in (None, "yes", "no"):
+            raise ValueError(f"{path}:{number}: label must be 'yes' or 'no'; received {question.label!r}")
+        yield question
+
+
+def write_questions(path: str | Path, questions: Iterable[PopeQuestion]) -> int:
+    """Write questions as POPE JSONL (atomically); returns how many were written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    count = 0
+    with partial.open("w", encoding="utf-8") as handle:
+        for question in questions:
+            handle.write(json.dumps(question.to_dict()) + "\n")
+            count += 1
+    partial.replace(path)
+    return count
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The complete JSON lines of an answers file; a torn last line (a run killed mid-write) is ignored."""
+    path = Path(path)
+    rows = []
+    for number, line in _lines(path):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if not line.endswith("\n"):  # only the last line can be torn; anything else is a broken file
+                break
+            raise ValueError(f"{path}:{number}: not a JSON line: {line.strip()[:120]!r} ({err})") from err
+    return rows

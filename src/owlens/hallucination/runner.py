@@ -1,0 +1,227 @@
+"""The POPE runner: every question answered by the MLLM and checked by the detector from the same E.
+
+Per question (DESIGN.md §4): the generated answer, its yes/no as POPE's reference reads it, P(yes) from the
+logits at the answer's first position, OWL's presence score p_c = sigmoid(max over boxes of the logit for
+"a photo of a {c}") with its best box, and the flag (``flag.py``). Rows are appended to a JSONL file as they
+are computed (``journal.py``), so a rerun resumes where a run stopped; questions are streamed and batched, so
+memory holds one batch of embeddings whatever the file's length. A missing or unreadable image is reported
+once and its questions are skipped (a rerun retries them).
+
+Sharding: ``shard=(index, count)`` answers every ``count``-th question from ``index`` into its own part file
+``OUT.part-{index}``; ``merge_parts`` then writes them into OUT in question order. Under
+``accelerate launch`` each process takes one shard (``owlens pope run`` does this).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from owlens.hallucination.answers import p_yes, parse_answer, yes_no_token_ids
+from owlens.hallucination.flag import PresenceThreshold, flag_scores, flags
+from owlens.hallucination.journal import Journal, complete_rows
+from owlens.hallucination.pope_format import QUERY_TEMPLATE, PopeQuestion, object_of, read_questions
+from owlens.images import ImageReadError, load_image
+
+__all__ = ["PopeRunConfig", "PopeRow", "PopeRunResult", "run_pope", "merge_parts", "part_paths"]
+
+
+@dataclass(frozen=True)
+class PopeRunConfig:
+    batch_size: int = 16  # questions per forward pass; images shared by questions are encoded once
+    max_new_tokens: int = 16  # POPE answers are a word or a sentence; the parse keeps the first sentence
+    # Appended to each question, e.g. LLaVA-1.5's POPE prompt "\nAnswer the question using a single word or phrase."
+    prompt_suffix: str = ""
+    threshold: float = 0.5  # τ on p_c for the stored flag; calibrate it with `owlens pope score --calibrate`
+    query_template: str = QUERY_TEMPLATE  # OWL query for object c
+    fsync: bool = False  # also fsync every row (survives a power cut, not only a kill)
+
+
+@dataclass(frozen=True)
+class PopeRow:
+    """One answered question, as written to the answers file.
+
+    answer: the generated text; parsed: "yes"/"no" (``answers.parse_answer``); p_yes: P(yes) within the
+    yes/no first tokens; presence: p_c = sigmoid(presence_logit), presence_logit = max over boxes of OWL's
+    logit for ``query``; box_xyxy_px: that best box in pixels of the original image; flag / flag_score: see
+    ``flag.py``, at ``threshold`` (a probability on p_c); label: copied from the question file when present.
+    """
+
+    question_id: int | str
+    image: str
+    question: str
+    answer: str
+    parsed: str
+    p_yes: float
+    object: str
+    query: str
+    presence: float
+    presence_logit: float
+    box_xyxy_px: tuple[float, float, float, float]
+    flag: bool
+    flag_score: float
+    threshold: float
+    label: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PopeRunResult:
+    """What a run did: rows written now, rows found from earlier runs, questions skipped for their image."""
+
+    out: Path
+    answered: int
+    resumed: int
+    skipped: int
+    missing_images: tuple[str, ...]
+    shard: tuple[int, int]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "out": str(self.out)}
+
+
+def part_paths(out: str | Path) -> list[Path]:
+    """The part files that sharded runs into ``out`` have left beside it."""
+    out = Path(out)
+    return sorted(out.parent.glob(out.name + ".part-*"))
+
+
+def _target(out: Path, shard: tuple[int, int]) -> Path:
+    return out if shard[1] == 1 else out.with_name(f"{out.name}.part-{shard[0]}")
+
+
+def _done(out: Path) -> dict:
+    """question_id → (image, question) of every row already written to ``out`` or its part files."""
+    return {row["question_id"]: (row["image"], row["question"])
+            for path in [out, *part_paths(out)] for row in complete_rows(path)[0]}
+
+
+def _pending(questions: Path, shard: tuple[int, int], done: dict, out: Path) -> Iterator[PopeQuestion]:
+    seen: set = set()
+    for index, question in enumerate(read_questions(questions)):
+        key = question.question_id
+        if key in seen:  # resuming and merging key on the id: it must be unique
+            raise ValueError(f"{questions}: question_id {key!r} appears twice; expected unique ids")
+        seen.add(key)
+        if key in done and done[key] != (question.image, question.text):
+            raise ValueError(f"{out} holds an answer to another question with id {key!r} ({done[key]}; now "
+                             f"{(question.image, question.text)}): pass another --out, or move that file away")
+        if index % shard[1] == shard[0] and key not in done:
+            yield question
+
+
+class _Images:
+    """Loads a batch's images; reports each missing/unreadable one once."""
+
+    def __init__(self, folder: Path, log):
+        self.folder, self.log, self.missing = folder, log, []
+
+    def load(self, names: Iterable[str]) -> dict:
+        loaded = {}
+        for name in dict.fromkeys(names):
+            try:
+                loaded[name] = load_image(self.folder / name)
+            except ImageReadError as err:
+                if name not in self.missing:
+                    self.missing.append(name)
+                    self.log(f"skipping the questions on {name}: {err}")
+        return loaded
+
+
+def _best_boxes(detections, rows: torch.Tensor, columns: torch.Tensor, sizes) -> tuple[torch.Tensor, list]:
+    """Each question's max logit over boxes (B,) and that box in pixels, from ``Detections`` over unique images."""
+    logits = detections.logits.float()[rows, :, columns]  # (B, N): image rows[b], query columns[b]
+    best_logit, best = logits.max(dim=-1)
+    cx, cy, w, h = detections.boxes_cxcywh.float()[rows, best].unbind(-1)  # (B,) each
+    boxes = []
+    for b, (width, height) in enumerate(sizes):
+        boxes.append(tuple(float(v) for v in (
+            (cx[b] - w[b] / 2) * width, (cy[b] - h[b] / 2) * height,
+            (cx[b] + w[b] / 2) * width, (cy[b] + h[b] / 2) * height)))
+    return best_logit, boxes
+
+
+@torch.no_grad()
+def _answer(model, batch: list[PopeQuestion], images: dict, config: PopeRunConfig, token_ids, threshold):
+    names = list(images)
+    image_rows = torch.tensor([names.index(q.image) for q in batch])
+    unique_embedding = model.encode_images([images[n] for n in names])  # (U, 1+N, d)
+    embedding = unique_embedding[image_rows.to(unique_embedding.device)]  # (B, 1+N, d)
+    prompts = [model.processor.chat(q.text + config.prompt_suffix) for q in batch]
+    chance_yes = p_yes(model.logits(embedding, prompts)[:, -1], *token_ids).cpu()  # (B,)
+    texts = model.generate(embedding, prompts, max_new_tokens=config.max_new_tokens).texts
+    objects = [object_of(q.text) for q in batch]
+    queries = list(dict.fromkeys(config.query_template.format(o) for o in objects))
+    detections = model.detect(unique_embedding, queries)  # logits (U, N, Q)
+    columns = torch.tensor([queries.index(config.query_template.format(o)) for o in objects])
+    sizes = [images[q.image].size for q in batch]
+    logit, boxes = _best_boxes(detections, image_rows.to(detections.logits.device),
+                               columns.to(detections.logits.device), sizes)
+    logit = logit.cpu().double().numpy()
+    parsed = [parse_answer(t) for t in texts]
+    said_yes = [p == "yes" for p in parsed]
+    flagged, scores = flags(said_yes, logit, threshold), flag_scores(said_yes, logit, threshold)
+    return [PopeRow(q.question_id, q.image, q.text, texts[b], parsed[b], float(chance_yes[b]), objects[b],
+                    config.query_template.format(objects[b]), float(torch.sigmoid(torch.tensor(logit[b]))),
+                    float(logit[b]), boxes[b], bool(flagged[b]), float(scores[b]), config.threshold, q.label)
+            for b, q in enumerate(batch)]
+
+
+def run_pope(model, questions: str | Path, images: str | Path, out: str | Path,
+             config: PopeRunConfig = PopeRunConfig(), *, shard: tuple[int, int] = (0, 1), progress: bool = True,
+             log=print) -> PopeRunResult:
+    """Answer the POPE questions of ``questions`` (JSONL) on the images of folder ``images`` into ``out``.
+
+    Rows already in ``out`` (or its part files) are kept and not recomputed.
+    """
+    from tqdm.auto import tqdm
+
+    questions, out = Path(questions), Path(out)
+    if not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"expected a shard (index, count) with 0 <= index < count; received {shard}")
+    if not Path(images).is_dir():
+        raise FileNotFoundError(f"images folder not found: {images}")
+    threshold = PresenceThreshold.from_probability(config.threshold)
+    token_ids = yes_no_token_ids(model.processor.mllm_tokenizer)
+    done = _done(out)
+    total = sum(1 for _ in _pending(questions, shard, done, out))
+    loader, answered, skipped = _Images(Path(images), log), 0, 0
+    bar = tqdm(total=total, disable=not progress, desc=f"POPE {questions.stem}", unit="question")
+    with bar, Journal(_target(out, shard), fsync=config.fsync) as journal:
+        pending = _pending(questions, shard, done, out)
+        while batch := list(itertools.islice(pending, config.batch_size)):
+            loaded = loader.load(q.image for q in batch)
+            ready = [q for q in batch if q.image in loaded]
+            if ready:
+                for row in _answer(model, ready, loaded, config, token_ids, threshold):
+                    journal.append(row.to_dict())
+            answered, skipped = answered + len(ready), skipped + len(batch) - len(ready)
+            bar.update(len(batch))
+    return PopeRunResult(out, answered, len(done), skipped, tuple(loader.missing), shard)
+
+
+def merge_parts(out: str | Path, questions: str | Path) -> int:
+    """Fold ``out`` and its part files into ``out``, one row per question id, in question order; returns rows."""
+    out = Path(out)
+    parts = part_paths(out)
+    rows: dict = {}
+    for path in [out, *parts]:
+        for row in complete_rows(path)[0]:
+            rows.setdefault(row["question_id"], row)
+    ordered = [rows.pop(q.question_id) for q in read_questions(questions) if q.question_id in rows]
+    ordered += list(rows.values())  # ids the question file no longer holds: kept, at the end
+    partial = out.with_name(out.name + ".partial")
+    partial.unlink(missing_ok=True)  # left by a merge that was killed: start it again
+    with Journal(partial) as journal:
+        for row in ordered:
+            journal.append(row)
+    partial.replace(out)
+    for path in parts:
+        path.unlink()
+    return len(ordered)

@@ -1,0 +1,23 @@
+"""The bar on the shipped toy world: the flag finds the model's wrong answers on the adversarial split."""
+
+import math
+
+import pytest
+
+from owlens.models.loading import TOY_WEIGHTS
+
+SHIPPED = all((TOY_WEIGHTS / part / "model.safetensors").is_file() for part in ("owl", "llava", "align"))
+
+
+@pytest.mark.skipif(not SHIPPED, reason="shipped toy-world weights not built yet")
+def test_the_flag_finds_the_wrong_answers_on_the_adversarial_split(tmp_path):
+    from owlens.hallucination.toy_validation import validate_toy
+    from owlens.models.joint import JointModel
+
+    model = JointModel.from_pretrained(device="cpu", dtype="fp32")
+    result = validate_toy(model, tmp_path, seed=1, n_images=50, calibration_images=40, caption_images=0,
+                          log=lambda *_: None).to_dict()
+    assert result["flag_auroc"] >= 0.9 and result["presence_auroc"] >= 0.9
+    injected = result["injected"]
+    assert injected["n_questions"] > 0 and not math.isnan(injected["mean_presence"])
+    assert injected["mean_presence"] < result["threshold"]["probability"]  # the detector is not fooled by the prior
