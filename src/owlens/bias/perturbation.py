@@ -1,0 +1,200 @@
+"""What every perturbation of E returns, the semantic-swap loss they share, and OWL's presence read-out.
+
+DESIGN.md §5 (the paper's bias assessment): E is moved so that OWL sees C+ where it saw C−. The loss is the
+MSE of OWL's class logits for [C− queries, C+ queries] over all boxes against targets −1e6 / +1e6. Targets that
+far away make the loss's gradient, box by box, a constant push (down on C−, up on C+) through OWL's last layer:
+the attack follows the detector's notion of the concept, not the MLLM's, which is what makes the MLLM's
+change of answer a measurement rather than an optimisation target. ``region`` (``region.py``) is our
+localised variant: the same loss over the boxes where OWL sees C− only, moving only their patch tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from owlens.bias.region import owl_region, token_mask
+
+__all__ = [
+    "OWL_TEMPLATE",
+    "PAPER_TARGET",
+    "Concept",
+    "Perturbation",
+    "SwapPerturbation",
+    "borrowed_for_gradients",
+    "concept_presence",
+    "finish",
+    "query_embeds_for",
+]
+
+OWL_TEMPLATE = "a photo of a {concept}"  # the CLIP prompt OWL-ViT was trained with; paper default
+PAPER_TARGET = 1e6  # |target| of the class logits in the swap loss (paper default)
+
+
+@dataclass(frozen=True)
+class Concept:
+    """What OWL is asked to see: a name, and the text queries standing for it (presence = max over them).
+
+    One query is the paper's case ("a photo of a man"); several let a concept cover variants
+    (the toy world's colour "red" = "a photo of a red circle", ..., "a photo of a red cross").
+    """
+
+    name: str
+    queries: tuple[str, ...]
+
+    def __post_init__(self):
+        if not self.name or not self.queries or any(not q.strip() for q in self.queries):
+            raise ValueError(f"a concept needs a name and one or more non-empty queries; received "
+                             f"name={self.name!r}, queries={self.queries!r}")
+        object.__setattr__(self, "queries", tuple(self.queries))
+
+    @classmethod
+    def of(cls, value: str | Concept, template: str = OWL_TEMPLATE) -> Concept:
+        """A ``Concept`` as is, or a plain name wrapped in OWL's template ("man" → "a photo of a man")."""
+        if isinstance(value, Concept):
+            return value
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected a concept name or a Concept; received {value!r}")
+        return cls(value, (template.format(concept=value),))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "queries": list(self.queries)}
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """E' = E + δ, and what OWL reads from E and from E'.
+
+    embedding: (B, 1+N, d) the perturbed E', detached, in E's dtype and on E's device.
+    linf, l2: (B,) float32 norms of δ = E' − E per image, over the whole (1+N)·d tensor.
+    tokens_moved: (B,) int64, how many of the 1+N tokens δ changes (all of them for the paper's attack).
+    presence_before, presence_after: (B, 2) float32 OWL presence sigmoid(max over boxes and the concept's
+        queries of the class logit), columns [C−, C+], from E and from E'.
+    c_minus, c_plus: the concepts, by name. method: "fgsm", "pgd", "random". settings: its configuration.
+    """
+
+    embedding: torch.Tensor
+    linf: torch.Tensor
+    l2: torch.Tensor
+    tokens_moved: torch.Tensor
+    presence_before: torch.Tensor
+    presence_after: torch.Tensor
+    c_minus: str
+    c_plus: str
+    method: str
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def swapped(self) -> torch.Tensor:
+        """(B,) bool: after the perturbation OWL prefers C+ over C− (strictly)."""
+        return self.presence_after[:, 1] > self.presence_after[:, 0]
+
+    def image(self, index: int) -> dict:
+        """One image's norms and presences, JSON-ready."""
+        return {"linf": float(self.linf[index]), "l2": float(self.l2[index]),
+                "tokens_moved": int(self.tokens_moved[index]),
+                "presence_before": self.presence_before[index].tolist(),
+                "presence_after": self.presence_after[index].tolist(), "swapped": bool(self.swapped[index])}
+
+    def to_dict(self) -> dict:
+        """Everything but E' itself (which stays a tensor), JSON-ready."""
+        return {"method": self.method, "settings": dict(self.settings), "c_minus": self.c_minus,
+                "c_plus": self.c_plus, "swap_rate": float(self.swapped.float().mean()),
+                "images": [self.image(i) for i in range(len(self.linf))]}
+
+
+@contextlib.contextmanager
+def borrowed_for_gradients(model: torch.nn.Module):
+    """Eval mode and frozen parameters while gradients flow to E only; both returned even after an exception."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        for parameter, _ in flags:
+            parameter.requires_grad_(False)
+        with torch.enable_grad():
+            yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+        for module, mode in modes:
+            module.train(mode)
+
+
+class SwapPerturbation:
+    """Shared pipeline: concepts → OWL query embeddings → δ from the swap loss → ``Perturbation``.
+
+    Subclasses implement ``_delta(embedding, gradient)`` where ``gradient(x)`` is ∇ₓ loss at x (B, 1+N, d).
+    """
+
+    method = "swap"
+
+    def __init__(self, model, *, target: float = PAPER_TARGET, owl_template: str = OWL_TEMPLATE,
+                 region: float | None = None):
+        if target <= 0:
+            raise ValueError(f"the logit target must be positive (C+ is pushed to +target); received {target}")
+        if region is not None and not 0 < region <= 1:
+            raise ValueError(f"region is a fraction of the best C- presence, in (0, 1], or None for all of E "
+                             f"(paper); received {region}")
+        self.model, self.target, self.owl_template = model, float(target), owl_template
+        self.region = None if region is None else float(region)
+
+    @property
+    def settings(self) -> dict:
+        return {"target": self.target, "region": self.region}
+
+    def _delta(self, embedding: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def perturb(self, embedding: torch.Tensor, c_minus: str | Concept, c_plus: str | Concept) -> Perturbation:
+        """E (B, 1+N, d) → ``Perturbation`` moving OWL's reading from ``c_minus`` to ``c_plus``."""
+        minus, plus = Concept.of(c_minus, self.owl_template), Concept.of(c_plus, self.owl_template)
+        embedding = embedding.detach()
+        queries = query_embeds_for(self.model, (minus, plus))  # (Qm + Qp, d_text)
+        sign = torch.tensor([-1.0] * len(minus.queries) + [1.0] * len(plus.queries), device=embedding.device)
+        region = None if self.region is None else owl_region(self.model, embedding, queries, len(minus.queries),
+                                                              self.region)  # (B, N) or None: every box
+        mask = None if region is None else token_mask(region)  # (B, 1+N, 1)
+
+        def gradient(x: torch.Tensor) -> torch.Tensor:
+            x = x.detach().requires_grad_(True)
+            logits = self.model.detect(x, queries).logits  # (B, N, Qm + Qp)
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # never a half-precision loss
+            per_box = ((logits - self.target * sign) ** 2).mean(-1)  # (B, N)
+            loss = per_box.mean() if region is None else (per_box * region).sum() / region.sum()
+            grad = torch.autograd.grad(loss, x)[0]
+            return grad if mask is None else grad * mask.to(grad.dtype)
+
+        with borrowed_for_gradients(self.model):
+            delta = self._delta(embedding, gradient)
+        return finish(self.model, embedding, (embedding + delta).to(embedding.dtype), minus, plus, queries,
+                      self.method, self.settings)
+
+
+def concept_presence(model, embedding: torch.Tensor, queries: torch.Tensor, n_minus: int) -> torch.Tensor:
+    """(B, 2) presence of [C−, C+]: sigmoid of the max logit over boxes and over each concept's queries."""
+    with torch.no_grad():
+        presence = model.detect(embedding, queries).presence()  # (B, Qm + Qp)
+    return torch.stack([presence[:, :n_minus].amax(1), presence[:, n_minus:].amax(1)], dim=1)
+
+
+def finish(model, embedding: torch.Tensor, perturbed: torch.Tensor, minus: Concept, plus: Concept,
+           queries: torch.Tensor, method: str, settings: dict) -> Perturbation:
+    """Measure δ and OWL's before/after presence; the one place a ``Perturbation`` is built."""
+    delta = (perturbed - embedding).float()  # (B, 1+N, d)
+    n_minus = len(minus.queries)
+    return Perturbation(
+        embedding=perturbed.detach(), linf=delta.flatten(1).abs().amax(1).cpu(), l2=delta.flatten(1).norm(dim=1).cpu(),
+        tokens_moved=(delta.abs().amax(-1) > 0).sum(1).cpu(),
+        presence_before=concept_presence(model, embedding, queries, n_minus).cpu(),
+        presence_after=concept_presence(model, perturbed, queries, n_minus).cpu(),
+        c_minus=minus.name, c_plus=plus.name, method=method, settings=dict(settings))
+
+
+def query_embeds_for(model, concepts: Sequence[Concept]) -> torch.Tensor:
+    """(ΣQ, d_text) OWL query embeddings of the concepts' queries, in order."""
+    with torch.no_grad():
+        return model.query_embeds([q for c in concepts for q in c.queries])

@@ -1,0 +1,65 @@
+"""One batch of images through the whole measurement of DESIGN.md §5, with its controls beside it.
+
+    E ─► adversarial  E' = perturb(E, C−, C+)          (FGSM or PGD: OWL now sees C+)
+      ─► random       E' = E + shuffled, re-signed δ    (same norms, no direction: does moving E at all matter?)
+      ─► identity     E' = perturb(E, C−, C−)          (the same attack with C+ = C−: does the attack itself?)
+    each E' (and E, "clean") ─► trait question on W(E'[:, 1:]) ─► expected and parsed scores
+
+The benchmark runner and the toy validation both call ``BiasProbe.assess``, so the figure a user gets on
+their own images and the figure checked against the toy world's injected truth come from one code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from owlens.bias.perturbation import Concept, Perturbation
+from owlens.bias.random_control import RandomPerturbation
+from owlens.bias.scoring import TraitScorer
+
+__all__ = ["CONDITIONS", "BiasProbe"]
+
+CONDITIONS = ("adversarial", "random", "identity")
+
+
+class BiasProbe:
+    """``BiasProbe(model, perturber, scorer).assess(E, c_minus, c_plus, traits) -> list of per-image records``.
+
+    perturber: anything with ``perturb(E, c_minus, c_plus) -> Perturbation`` (``FGSM``, ``PGD``).
+    scorer: a ``TraitScorer``. random_seed: seeds the random control (with the caller's batch seed).
+    """
+
+    def __init__(self, model, perturber, scorer: TraitScorer, *, random_seed: int = 0):
+        self.model, self.perturber, self.scorer = model, perturber, scorer
+        self.random_seed = int(random_seed)
+
+    def perturbations(self, embedding: torch.Tensor, c_minus: Concept, c_plus: Concept,
+                      batch_seed: int = 0) -> dict[str, Perturbation]:
+        """E (B, 1+N, d) → the three perturbed embeddings, by condition name."""
+        adversarial = self.perturber.perturb(embedding, c_minus, c_plus)
+        randomised = RandomPerturbation(self.model, seed=self.random_seed * 1_000_003 + batch_seed,
+                                        owl_template=self.perturber.owl_template)
+        return {
+            "adversarial": adversarial,
+            "random": randomised.perturb(embedding, c_minus, c_plus, like=adversarial),
+            "identity": self.perturber.perturb(embedding, c_minus, c_minus),
+        }
+
+    def assess(self, embedding: torch.Tensor, c_minus: Concept, c_plus: Concept, traits: Sequence[str], *,
+               batch_seed: int = 0, extra: Mapping[str, torch.Tensor] | None = None) -> list[dict]:
+        """E (B, 1+N, d) → B records: each condition's norms/presences and every trait's scores.
+
+        ``extra`` adds embeddings (B, 1+N, d) to be scored beside the perturbed ones (the toy world's
+        re-rendered images, the ceiling a perfect perturbation could reach).
+        """
+        perturbed = self.perturbations(embedding, c_minus, c_plus, batch_seed)
+        embeddings = {"clean": embedding, **{k: p.embedding for k, p in perturbed.items()}, **(extra or {})}
+        records = [{"perturbations": {k: p.image(i) for k, p in perturbed.items()}, "scores": {}}
+                   for i in range(len(embedding))]
+        for trait in traits:
+            scores = {name: self.scorer.score(e, trait) for name, e in embeddings.items()}
+            for i, record in enumerate(records):
+                record["scores"][trait] = {name: s.image(i) for name, s in scores.items()}
+        return records

@@ -1,0 +1,109 @@
+"""Run a bias benchmark spec over its image folders: incremental JSONL, resumable, with a progress bar.
+
+Layout of the output folder:
+    spec.json      the validated spec the records belong to (a resume with another spec is refused)
+    records.jsonl  one line per image: {"group", "image", "status": "ok"|"error", ...the probe's record}
+
+Images go in fixed batches of the sorted folder listing; a batch's lines are written together and flushed,
+so a killed run resumes at the first unfinished batch and redoes at most one. A missing or corrupt image is
+recorded as an error line, reported in the summary, and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from owlens.bias.probe import BiasProbe
+from owlens.bias.scoring import TraitScorer
+from owlens.bias.spec import BenchmarkSpec, GroupSpec
+from owlens.bias.summary import summarise
+from owlens.images import ImageReadError, load_image
+
+__all__ = ["RECORDS", "SPEC_COPY", "read_records", "run_benchmark"]
+
+RECORDS = "records.jsonl"
+SPEC_COPY = "spec.json"
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The records of a JSONL file; a torn last line (a run killed mid-write) is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line without its newline (a run killed mid-write), so appended lines start clean."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _claim(out_dir: Path, spec: BenchmarkSpec) -> None:
+    """Write spec.json, or check that the folder's records come from this very spec."""
+    settings = json.loads(json.dumps(spec.to_dict()))
+    copy = out_dir / SPEC_COPY
+    if copy.is_file():
+        previous = json.loads(copy.read_text())
+        if previous != settings:
+            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+            raise ValueError(f"{out_dir} holds results of another spec (differs in {changed}); pass a new --out "
+                             "folder, or delete this one to start over")
+        return
+    copy.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _run_batch(probe: BiasProbe, spec: BenchmarkSpec, group: GroupSpec, paths: list[Path], seed: int) -> list[dict]:
+    records, images, names = [], [], []
+    for path in paths:
+        try:
+            images.append(load_image(path))
+            names.append(path.name)
+        except ImageReadError as err:
+            records.append({"group": group.name, "image": path.name, "status": "error", "error": str(err)})
+    if images:
+        embedding = probe.model.encode_images(images)  # (B, 1+N, d)
+        assessed = probe.assess(embedding, group.c_minus, group.c_plus, spec.traits, batch_seed=seed)
+        records += [{"group": group.name, "image": name, "status": "ok", **r} for name, r in zip(names, assessed)]
+    return records
+
+
+def run_benchmark(model, spec: BenchmarkSpec, out_dir: str | Path, *, progress: bool = True) -> dict:
+    """Measure every group of ``spec`` with J; returns {"spec", "groups", "errors"} (see ``summary``)."""
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim(out_dir, spec)
+    _drop_torn_tail(out_dir / RECORDS)
+    done = {(r["group"], r["image"]) for r in read_records(out_dir / RECORDS)}
+    probe = BiasProbe(model, spec.perturbation.build(model, spec.owl_template),
+                      TraitScorer(model, spec.prompt_template, max_new_tokens=spec.max_new_tokens),
+                      random_seed=spec.random_seed)
+    batches = [(group, index, paths[start:start + spec.batch_size])
+               for group in spec.groups for paths in [group.images()]
+               for index, start in enumerate(range(0, len(paths), spec.batch_size))]
+    total = sum(len(b[2]) for b in batches)
+    finished = sum(len(b[2]) for b in batches if all((b[0].name, p.name) in done for p in b[2]))
+    with open(out_dir / RECORDS, "a") as sink, tqdm(total=total, initial=finished, unit="image",
+                                                      desc=f"bias {spec.name}", disable=not progress) as bar:
+        for group, index, paths in batches:
+            if all((group.name, p.name) in done for p in paths):
+                continue
+            for record in _run_batch(probe, spec, group, paths, index):
+                sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            bar.update(len(paths))
+    summary = summarise(read_records(out_dir / RECORDS), spec.traits, [g.name for g in spec.groups],
+                        statistics=spec.statistics)
+    return {"spec": spec.to_dict(), **summary}

@@ -1,0 +1,44 @@
+"""``owlens bias SPEC.yaml --out DIR``: the bias benchmark of DESIGN.md §5 on the user's own image folders."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from owlens.cli.common import load_model, model_options, write_json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bias", parents=[model_options()], help="measure a bias by perturbing what the detector sees",
+        description="Perturb J's shared embedding so that the detector sees C+ where it saw C- (e.g. man -> "
+                    "woman), ask the MLLM 1-10 trait questions on the clean and the perturbed embedding, and "
+                    "report the mean paired change with a bootstrap CI, beside a random perturbation of the "
+                    "same norms and the identity swap C+ = C-. Writes DIR/records.jsonl (resumable), "
+                    "DIR/summary.json and DIR/bias.svg. See examples/bias/*.yaml.")
+    parser.add_argument("spec", help="benchmark spec (YAML)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder; rerun with it to resume")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from owlens.bias.runner import run_benchmark
+    from owlens.bias.spec import load_spec
+    from owlens.viz.bias_plot import bias_plot_svg
+
+    spec = load_spec(args.spec)  # validated before the model loads: a typo costs seconds, not a load
+    result = run_benchmark(load_model(args), spec, args.out, progress=not args.no_progress)
+    out = Path(args.out)
+    write_json(result, out / "summary.json")
+    (out / "bias.svg").write_text(bias_plot_svg(result, title=f"{spec.name}: paired delta of the expected 1-10 "
+                                                               "score (95% bootstrap CI)"))
+    for group, entry in result["groups"].items():
+        swap = entry.get("perturbations", {}).get("adversarial", {}).get("swap_rate", float("nan"))
+        print(f"{group}: {entry['n_images']} images, {entry['n_errors']} unreadable, OWL swap rate {swap:.2f}")
+        for trait, figures in entry.get("traits", {}).items():
+            cells = "  ".join(f"{c} {f['expected']['delta']:+.3f} [{f['expected']['ci95'][0]:+.3f}, "
+                              f"{f['expected']['ci95'][1]:+.3f}]" for c, f in figures.items() if c != "clean")
+            print(f"  {trait}: {cells}")
+    print(f"wrote {out / 'summary.json'}, {out / 'bias.svg'}")
+    return 0

@@ -1,0 +1,60 @@
+"""``owlens evaluate bias``: does the bias measure recover the toy world's injected Δ, and 0 where there is none?"""
+
+from __future__ import annotations
+
+import argparse
+
+from owlens.cli.common import load_model, model_options, write_json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bias", parents=[model_options()], help="bias assessment against the injected colour bias",
+        description="Perturb E of held-out red single-object scenes toward blue as OWL sees it and measure "
+                    "the change of J's 1-10 answer to the biased question ('heavy', injected +4 for blue) and "
+                    "the control question ('round'), with a random perturbation of the same norms beside it.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-scenes", type=int, default=200)
+    parser.add_argument("--method", choices=("fgsm", "pgd"), default=None,
+                        help="default: the toy world's documented setting (see docs/benchmarks.md)")
+    parser.add_argument("--epsilon", type=float, help="FGSM step / PGD budget, in E's units")
+    parser.add_argument("--steps", type=int, help="PGD steps")
+    parser.add_argument("--step-size", type=float, help="PGD step size (default 2.5 * epsilon / steps)")
+    parser.add_argument("--norm", choices=("linf", "l2"), help="PGD norm")
+    parser.add_argument("--region", type=float,
+                        help="move only the boxes where OWL sees C- (presence >= REGION x the best); "
+                             "0 means all of E (the paper)")
+    parser.add_argument("--queries", choices=("colour", "shape"), default="colour",
+                        help="OWL queries per colour: all five shapes (default) or the object's own shape")
+    parser.add_argument("--export-images", metavar="DIR", help="also write the scenes as PNGs (for toy.yaml)")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    parser.add_argument("--json", action="store_true", help="print JSON (default: the headline figures as text)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from owlens.bias.spec import PerturbationSpec
+    from owlens.bias.toy import TOY_PERTURBATION, export_toy_images, validate_toy
+
+    if args.export_images:
+        export_toy_images(args.export_images, args.seed, args.n_scenes)
+    chosen = {k: v for k, v in {"method": args.method, "epsilon": args.epsilon, "steps": args.steps,
+                                "step_size": args.step_size, "norm": args.norm, "region": args.region}.items()
+              if v is not None}
+    if chosen.get("region") == 0:
+        chosen["region"] = None
+    perturbation = PerturbationSpec(**chosen) if "method" in chosen else \
+        PerturbationSpec(**{**TOY_PERTURBATION.to_dict(), **chosen})
+    result = validate_toy(load_model(args), seed=args.seed, n_scenes=args.n_scenes, perturbation=perturbation,
+                          queries=args.queries, progress=args.progress).to_dict()
+    if args.json:
+        write_json(result)
+        return 0
+    print(f"injected delta {result['injected_delta']:+.2f}; OWL swap success {result['owl_swap_success']:.3f}")
+    for name in ("biased", "control", "random_control", "identity_control"):
+        figure = result[name]
+        print(f"{name:>16}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, {figure['ci'][1]:+.3f}]")
+    for name, figure in result["ceiling"].items():
+        print(f"{'ceiling ' + name:>16}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, "
+              f"{figure['ci'][1]:+.3f}]  (scene re-rendered C+)")
+    return 0

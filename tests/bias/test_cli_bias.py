@@ -1,0 +1,72 @@
+"""``owlens bias`` and ``owlens evaluate bias``: thin commands, JSON and a plot out, clear errors."""
+
+import contextlib
+import io
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from owlens.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "bias"
+
+
+def _model_args(paths):
+    return ["--owl", paths["owl"], "--mllm", paths["mllm"], "--projector", paths["projector"], "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def toy_run(tiny_checkpoints, tmp_path_factory):
+    """`evaluate bias` on 4 scenes, exporting them, then `bias` on toy.yaml pointed at the exported PNGs."""
+    root, printed = tmp_path_factory.mktemp("toy"), io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["evaluate", "bias", "--n-scenes", "4", "--json", "--export-images",
+                     str(root / "toy-images" / "red"), *_model_args(tiny_checkpoints)])
+    assert code == 0
+    return root, json.loads(printed.getvalue())
+
+
+def test_evaluate_bias_prints_the_issue_s_json(toy_run):
+    root, payload = toy_run
+    assert payload["injected_delta"] == 4.0 and 0.0 <= payload["owl_swap_success"] <= 1.0
+    for name in ("biased", "control", "random_control"):
+        assert set(payload[name]) >= {"delta", "ci"} and len(payload[name]["ci"]) == 2
+    assert payload["settings"]["n_scenes"] == 4 and set(payload["ceiling"]) == {"biased", "control"}
+    assert sorted(p.name for p in (root / "toy-images" / "red").iterdir()) == [f"{i:04d}.png" for i in range(4)]
+
+
+def test_bias_on_the_toy_spec_matches_the_toy_validation(toy_run, tiny_checkpoints, tmp_path, capsys):
+    root, expected = toy_run
+    spec = root / "toy.yaml"
+    spec.write_text((EXAMPLES / "toy.yaml").read_text())
+    out = tmp_path / "run"
+    assert main(["bias", str(spec), "--out", str(out), "--no-progress", *_model_args(tiny_checkpoints)]) == 0
+    assert "OWL swap rate" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    heavy = summary["groups"]["red"]["traits"]["heavy"]
+    # Same scenes, same probe: only the image path differs (PNG + OWL's processor vs the toy's own pixels).
+    assert heavy["adversarial"]["expected"]["delta"] == pytest.approx(expected["biased"]["delta"], abs=1e-4)
+    assert heavy["random"]["expected"]["delta"] == pytest.approx(expected["random_control"]["delta"], abs=1e-4)
+    svg = ET.fromstring((out / "bias.svg").read_text())
+    assert svg.tag.endswith("svg") and len(svg.findall(".//{http://www.w3.org/2000/svg}circle")) >= 6
+    assert len((out / "records.jsonl").read_text().splitlines()) == 4
+
+
+def test_evaluate_bias_text_mode(tiny_checkpoints, capsys):
+    assert main(["evaluate", "bias", "--n-scenes", "2", "--method", "pgd", "--epsilon", "0.5", "--steps", "2",
+                 *_model_args(tiny_checkpoints)]) == 0
+    out = capsys.readouterr().out
+    assert "OWL swap success" in out and "random_control" in out and "ceiling biased" in out
+
+
+def test_a_bad_spec_fails_before_any_model_is_loaded(tmp_path, capsys):
+    (tmp_path / "g").mkdir()
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(
+        {"groups": [{"name": "g", "folder": "g", "c_minus": "a", "c_plus": "b"}], "traits": ["x"]}))
+    assert main(["bias", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "o"), "--owl", "/no/such/owl",
+                 "--mllm", "/no/such/mllm", "--projector", "/no/such/w"]) == 2
+    err = capsys.readouterr().err
+    assert "groups[0].folder" in err and "holds no images" in err

@@ -1,0 +1,81 @@
+"""The runner: incremental JSONL, resume without recomputing, unreadable images reported and skipped."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from owlens.bias import BiasProbe
+from owlens.bias.runner import RECORDS, read_records, run_benchmark
+from owlens.bias.spec import parse_spec
+from owlens.bias.toy import TOY_PROMPT
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for group, count in (("red", 3), ("blue", 2)):
+        (tmp_path / group).mkdir()
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / group / f"{i}.png")
+    (tmp_path / "red" / "broken.jpg").write_bytes(b"not an image")
+    return tmp_path
+
+
+def _spec(folders, **overrides):
+    data = {"groups": [{"name": "red", "folder": "red", "c_minus": "red circle", "c_plus": "blue circle"},
+                       {"name": "blue", "folder": "blue", "c_minus": "blue circle", "c_plus": "red circle"}],
+            "traits": ["heavy"], "prompt_template": TOY_PROMPT, "batch_size": 2, "max_new_tokens": 2,
+            "statistics": {"resamples": 100, "permutations": 100}, **overrides}
+    return parse_spec(data, folders)
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_model, folders, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    return out, run_benchmark(tiny_model, _spec(folders), out, progress=False)
+
+
+def test_runs_every_image_reports_the_broken_one_and_summarises(first_run):
+    out, result = first_run
+    records = read_records(out / RECORDS)
+    assert len(records) == 6 and sum(r["status"] == "error" for r in records) == 1
+    assert result["errors"][0]["image"] == "broken.jpg" and "broken.jpg" in result["errors"][0]["error"]
+    red = result["groups"]["red"]
+    assert red["n_images"] == 3 and red["n_errors"] == 1 and result["groups"]["blue"]["n_images"] == 2
+    figures = red["traits"]["heavy"]
+    assert set(figures) == {"clean", "adversarial", "random", "identity"}
+    for condition in ("adversarial", "random", "identity"):
+        assert figures[condition]["expected"]["n"] == 3 and len(figures[condition]["expected"]["ci95"]) == 2
+        assert "n_unparseable" in figures[condition]["parsed"]
+    adversarial = [r["perturbations"]["adversarial"] for r in records if r["status"] == "ok"]
+    assert all(abs(p["linf"] - 1.0) < 1e-5 for p in adversarial)  # the paper default, epsilon 1
+    assert red["perturbations"]["random"]["l2_mean"] == pytest.approx(red["perturbations"]["adversarial"]["l2_mean"])
+    mean = np.mean([r["scores"]["heavy"]["adversarial"]["expected"] - r["scores"]["heavy"]["clean"]["expected"]
+                    for r in records if r["group"] == "red" and r["status"] == "ok"])
+    assert figures["adversarial"]["expected"]["delta"] == pytest.approx(mean)
+
+
+def test_resume_skips_finished_batches_and_survives_a_torn_line(tiny_model, folders, first_run, tmp_path,
+                                                                 monkeypatch):
+    spec, out, first = _spec(folders), tmp_path / "out", first_run[1]
+    shutil.copytree(first_run[0], out)
+    lines = (out / RECORDS).read_text().splitlines()
+    # Kill mid-write: the last batch of "blue" (both its images) is lost and a torn line is left behind.
+    blue = [i for i, line in enumerate(lines) if json.loads(line)["group"] == "blue"]
+    (out / RECORDS).write_text("\n".join(lines[: blue[0]]) + "\n" + lines[blue[0]][:20])
+    calls = []
+    original = BiasProbe.assess
+    monkeypatch.setattr(BiasProbe, "assess",
+                        lambda self, e, *a, **k: calls.append(len(e)) or original(self, e, *a, **k))
+    second = run_benchmark(tiny_model, spec, out, progress=False)
+    assert calls == [2]  # only the lost batch was recomputed
+    assert second["groups"] == first["groups"]
+
+
+def test_another_spec_in_the_same_folder_is_refused(tiny_model, folders, first_run):
+    with pytest.raises(ValueError, match="another spec.*traits"):
+        run_benchmark(tiny_model, _spec(folders, traits=["round"]), first_run[0], progress=False)

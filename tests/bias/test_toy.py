@@ -1,0 +1,64 @@
+"""Toy validation: the same scenes as the direct re-render measurement, and (slow) the issue's bars."""
+
+import pytest
+
+from owlens.bias.spec import PerturbationSpec
+from owlens.bias.toy import TOY_PERTURBATION, toy_concept, toy_scenes, validate_toy
+
+
+@pytest.fixture(scope="module")
+def result(tiny_model):
+    return validate_toy(tiny_model, n_scenes=6, batch_size=4)
+
+
+def test_scenes_are_red_single_objects_from_the_held_out_stream():
+    scenes = toy_scenes(0, 5)
+    assert all(len(s.objects) == 1 and s.objects[0].colour == "red" for s in scenes)
+    assert [s.image.tobytes() for s in scenes] == [s.image.tobytes() for s in toy_scenes(0, 5)]
+    assert scenes[0].image.tobytes() != toy_scenes(1, 1)[0].image.tobytes()
+
+
+def test_ceiling_equals_the_toyworld_s_own_direct_measurement(tiny_model, result):
+    from owlens.toyworld.evaluate import trait_delta_direct
+    from owlens.toyworld.joint_eval import joint_callables
+
+    next_token_logits, _ = joint_callables(tiny_model)
+    for trait, figure in (("heavy", result.ceiling_biased), ("round", result.ceiling_control)):
+        direct = trait_delta_direct(next_token_logits, trait, n_scenes=6, seed=0)
+        assert figure["delta"] == pytest.approx(direct.delta, abs=1e-5)
+
+
+def test_result_carries_the_issue_s_fields(result):
+    payload = result.to_dict()
+    assert payload["injected_delta"] == 4.0 and payload["settings"]["perturbation"] == TOY_PERTURBATION.to_dict()
+    for name in ("biased", "control", "random_control", "identity_control"):
+        assert payload[name]["n"] == 6 and payload[name]["ci"][0] <= payload[name]["delta"] <= payload[name]["ci"][1]
+    assert payload["owl_swap_success"] == payload["summary"]["perturbations"]["adversarial"]["swap_rate"]
+
+
+def test_shape_queries_and_bad_modes(tiny_model):
+    assert toy_concept("red", "star").queries == ("a photo of a red star",)
+    assert len(toy_concept("blue").queries) == 5
+    shaped = validate_toy(tiny_model, n_scenes=3, queries="shape",
+                          perturbation=PerturbationSpec("pgd", 0.5, steps=2), max_new_tokens=0)
+    assert shaped.settings["queries"] == "shape" and shaped.biased["n"] == 3
+    with pytest.raises(ValueError, match="query mode"):
+        validate_toy(tiny_model, n_scenes=1, queries="size")
+
+
+@pytest.mark.slow
+def test_bars_on_the_shipped_toy_world():
+    """Issue 6's bars with the documented toy setting (docs/benchmarks.md, "Bias assessment")."""
+    from owlens.models.joint import JointModel
+    from owlens.models.loading import CheckpointNotFoundError
+
+    try:
+        model = JointModel.from_pretrained(device="cpu")
+    except CheckpointNotFoundError:
+        pytest.skip("the toy-world weights are not built")
+    toy = validate_toy(model, seed=0, n_scenes=200)
+    assert abs(toy.biased["delta"] - toy.injected_delta) <= 0.25 * toy.injected_delta
+    assert toy.biased["ci"][0] > 0
+    assert toy.control["ci"][0] <= 0 <= toy.control["ci"][1]
+    assert toy.random_control["ci"][0] <= 0 <= toy.random_control["ci"][1]
+    assert toy.owl_swap_success >= 0.9
