@@ -1,0 +1,87 @@
+"""``owlens evaluate saliency``: every explainer against the toy world's truth, or the paper's WSOL check."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+
+from owlens.cli.common import load_model, model_options, write_json
+
+_EPILOG = """\
+Prints {"methods": {NAME: {"pointing_game", "mass_accuracy", "rank_accuracy", "maxboxacc", "deletion_auc",
+"insertion_auc", "cue_pointing", ...}}, "scenes": N, "cue_cases": K, ...}. Localisation metrics are over the
+object tokens the model gets right; deletion/insertion (raw logit, image tokens of E replaced by a reference
+mean token) over every object token; cue_pointing over the K held-out cross-without-star scenes on which the
+model answers "yes" to "is there a star ?". With --wsol DIR: {"methods": {NAME: {"maxboxacc", "maxboxacc_v2",
+"pointing_game"}}, "images": M} on a folder holding localization.txt or CUB-200-2011's images.txt and
+bounding_boxes.txt (the paper's check: token "bird" after "... ASSISTANT: The image shows a").
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "saliency", parents=[model_options()], help="saliency maps of every method against known truth",
+        description="Explain the shape word of a named object on held-out toy scenes (and the injected star "
+                    "hallucination) with every method, and score plausibility, faithfulness and the cue test.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", type=int, default=500, help="object scenes, and cue candidates (default 500)")
+    parser.add_argument("--seed", type=int, default=0, help="fixes the scenes, the objects and the random maps")
+    parser.add_argument("--methods", metavar="A,B", help="comma-separated subset of ga, gradient, gradient_input, "
+                                                         "attention, rollout, detection_only, random (default: all)")
+    parser.add_argument("--steps", type=int, default=32, help="deletion/insertion steps (default 32)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", metavar="DIR", help="keep per-case rows here (a rerun resumes); default: none kept")
+    parser.add_argument("--json", action="store_true", help="print the full JSON (default: a table)")
+    parser.add_argument("--no-progress", action="store_true")
+    wsol = parser.add_argument_group("WSOL folder (the paper's CUB check)")
+    wsol.add_argument("--wsol", metavar="DIR", help="images with localization.txt, or a CUB-200-2011 folder")
+    wsol.add_argument("--token", help="token to explain (default: the paper's 'bird')")
+    wsol.add_argument("--question", help="question (default: the paper's \"What's the content of the image?\")")
+    wsol.add_argument("--answer-prefix", help="teacher-forced answer start (default: the paper's 'The image shows a')")
+    wsol.add_argument("--resolution", type=int, default=224, help="protocol resolution of maps and boxes")
+    wsol.add_argument("--limit", type=int, help="first N images only")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    model = load_model(args)
+    if args.wsol:
+        from owlens.evaluation import wsol
+
+        payload = wsol.run_wsol(model, args.wsol, methods=methods, token=args.token or wsol.PAPER_TOKEN,
+                                question=args.question or wsol.PAPER_QUESTION,
+                                answer_prefix=wsol.PAPER_ANSWER_PREFIX if args.answer_prefix is None
+                                else args.answer_prefix, resolution=args.resolution, limit=args.limit,
+                                out_dir=args.out, progress=not args.no_progress)
+    else:
+        from owlens.evaluation.saliency_benchmark import run_saliency_benchmark
+
+        with tempfile.TemporaryDirectory(prefix="owlens-saliency-") as scratch:
+            payload = run_saliency_benchmark(model, n_scenes=args.scenes, seed=args.seed, methods=methods,
+                                             out_dir=args.out or scratch, steps=args.steps,
+                                             batch_size=args.batch_size, progress=not args.no_progress,
+                                             log=lambda m: print(m, file=sys.stderr)).to_dict()
+    if args.json:
+        write_json(payload)
+        return 0
+    columns = sorted({key for row in payload["methods"].values() for key in row}, key=_order)
+    print(f"{'method':>15} " + " ".join(f"{c[:14]:>14}" for c in columns))
+    for name, row in payload["methods"].items():
+        print(f"{name:>15} " + " ".join(f"{_cell(row.get(c)):>14}" for c in columns))
+    counts = {k: payload[k] for k in ("scenes", "cue_cases", "images") if k in payload}
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0
+
+
+_KEYS = ("pointing_game", "pointing_game_box", "mass_accuracy", "rank_accuracy", "maxboxacc", "maxboxacc_v2",
+         "deletion_auc", "insertion_auc", "cue_pointing")
+
+
+def _order(key: str) -> tuple[int, str]:
+    return (_KEYS.index(key) if key in _KEYS else len(_KEYS), key)
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -1,0 +1,49 @@
+"""Per-case rows written as they are done, so that a killed evaluation resumes (DESIGN.md §7).
+
+The first row of the file is the run's configuration; a rerun with another configuration is refused rather than
+mixed into the same file. Without a folder the rows are only kept in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from owlens.hallucination.journal import Journal
+
+__all__ = ["CaseJournal"]
+
+
+class CaseJournal:
+    """``with CaseJournal(out_dir, name, config) as j: j.done`` ((kind, index) pairs) … ``j.append(row)``."""
+
+    def __init__(self, out_dir: str | Path | None, name: str, config: dict):
+        self.config = config
+        self._journal = None if out_dir is None else Journal(Path(out_dir) / name)
+        self.rows: list[dict] = []
+
+    @property
+    def done(self) -> set[tuple[str, int]]:
+        return {(row["kind"], row["index"]) for row in self.rows}
+
+    def __enter__(self) -> CaseJournal:
+        if self._journal is None:
+            return self
+        self._journal.__enter__()
+        if not self._journal.rows:
+            self._journal.append({"config": self.config})
+            return self
+        header, *self.rows = self._journal.rows
+        if header.get("config") != self.config:
+            self._journal.__exit__(None, None, None)
+            raise ValueError(f"{self._journal.path} holds a run with configuration {header.get('config')}, not "
+                             f"{self.config}; pass another --out folder or move that file away")
+        return self
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+        if self._journal is not None:
+            self._journal.append(row)
+
+    def __exit__(self, *exc) -> None:
+        if self._journal is not None:
+            self._journal.__exit__(*exc)
