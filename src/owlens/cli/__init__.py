@@ -22,15 +22,22 @@ With no checkpoint named, every command runs on the toy world shipped inside the
 and a small LLaVA trained on synthetic shapes, whose truth is known.
 
 examples:
-  owlens describe photo.jpg --prompt "What is in the image?"
-  owlens detect photo.jpg --query "a photo of a cat" --query "a photo of a dog" --out boxes.png
+  owlens demo                                        # the toy world explained, checked, probed → runs/demo
+  owlens describe scene.png --prompt "what is in the image ?"
+  owlens detect scene.png --query "a photo of a red circle" --out boxes.png
+  owlens explain scene.png --prompt "what is in the image ?" --all-tokens --out maps/
+  owlens check scene.png --prompt "what is in the image ?"       # grounded / ungrounded objects
+  owlens pope run questions.json --images val2014/ --out answers.jsonl
+  owlens bias examples/bias/toy.yaml --out runs/bias
+  owlens evaluate saliency --scenes 500 --json       # every method against the toy world's truth
   owlens detect photo.jpg --query "a photo of a cat" --owl google/owlvit-base-patch32 \\
       --mllm llava-hf/llava-1.5-7b-hf --projector ./w-owl-llava
 """
 
 
 # Subcommand modules under owlens.cli, in the order --help lists them.
-_COMMANDS = ("describe", "detect", "align", "toyworld", "evaluate")
+_COMMANDS = ("demo", "describe", "detect", "explain", "check", "pope", "bias", "report", "align", "toyworld",
+             "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
