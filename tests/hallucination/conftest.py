@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-POPE = Path("/work/shared/data/pope")
+# shared/ lies beside the repository (in a developer's checkout and in CI's clone alike).
+POPE = Path(__file__).resolve().parents[3] / "shared" / "data" / "pope"
 
 
 @pytest.fixture(scope="session")
