@@ -58,7 +58,9 @@ def test_run_writes_rows_resumes_and_refuses_another_configuration(model, tmp_pa
     assert KEYS <= set(payload["methods"]["ga"]) and payload["cue_candidates"] == 3
     rows = (tmp_path / "saliency-cases.jsonl").read_text().splitlines()
     assert json.loads(rows[0]) == {"config": {"scenes": 3, "seed": 0, "methods": methods, "steps": 4}}
-    assert len(rows) == 1 + 3 + payload["cue_cases"]
+    assert payload["cue_cases"] + payload["cue_controls"] == 3  # every candidate: a cue case or a control
+    assert len(rows) == 1 + 3 + 3
+    assert {json.loads(row)["kind"] for row in rows[1:]} <= {"object", "cue", "control"}
     for name in methods:
         value = payload["methods"][name]["deletion_auc"]
         assert value is not None and np.isfinite(value)
@@ -96,12 +98,14 @@ def test_summary_by_hand():
     rows = [_row("object", True, ga=ga_hit), _row("object", True, ga=ga_miss),
             _row("object", False, ga=dict(ga_hit, pointing_game=0.0, deletion_auc=6.0)),
             _row("cue", None, ga={"cue_pointing": 1.0, "deletion_auc": 0.0, "insertion_auc": 1.0}),
-            _row("cue", None, ga={"cue_pointing": 0.0, "deletion_auc": 0.0, "insertion_auc": 1.0})]
+            _row("cue", None, ga={"cue_pointing": 0.0, "deletion_auc": 0.0, "insertion_auc": 1.0}),
+            _row("control", None, ga={"cue_pointing": 0.25, "deletion_auc": 9.0, "insertion_auc": 9.0})]
     summary = summarise(rows, ["ga"]).methods["ga"]
     assert summary["pointing_game"] == 0.5  # over the correct tokens only
     assert summary["deletion_auc"] == pytest.approx(3.0)  # over every object token
     assert summary["maxboxacc"] == 0.5 and summary["maxboxacc_v2"] == pytest.approx((1 + 0.5 + 0.5) / 3)
-    assert summary["cue_pointing"] == 0.5
+    assert summary["cue_pointing"] == 0.5 and summary["cue_pointing_control"] == 0.25
+    assert summary["cue_deletion_auc"] == 0.0  # controls are kept apart from the cue cases
     empty = summarise([], ["ga"])
     assert empty.scenes == 0 and empty.methods["ga"]["pointing_game"] is None
 

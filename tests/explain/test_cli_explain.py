@@ -69,3 +69,19 @@ def test_overlay_colours_and_refuses_a_map_of_another_size():
     assert overlay(picture, np.zeros((4, 8)), scale=2).size == (16, 8)
     with pytest.raises(ValueError, match="the map is 4x8 but the image is 8x4"):
         overlay(picture, np.zeros((8, 4)))
+
+
+def test_cli_methods_are_the_registry():
+    from owlens.cli.explain import _METHODS
+    from owlens.explain.registry import METHODS
+
+    assert _METHODS == tuple(METHODS)
+
+
+def test_a_method_without_boxes_writes_map_and_json_only(tiny_checkpoints, image, tmp_path):
+    out = tmp_path / "maps"
+    code = main(["explain", image, "--prompt", "what is in the image ?", "--token", "circle", "--method", "gradient",
+                 "--out", str(out), *_model_args(tiny_checkpoints)])
+    assert code == 0
+    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".npy", ".png"]
+    assert not list(out.glob("*-boxes.png"))

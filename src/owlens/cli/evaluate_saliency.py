@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 _KEYS = ("pointing_game", "pointing_game_box", "mass_accuracy", "rank_accuracy", "maxboxacc", "maxboxacc_v2",
-         "deletion_auc", "insertion_auc", "cue_pointing")
+         "deletion_auc", "insertion_auc", "cue_pointing", "cue_pointing_control")
 
 
 def _order(key: str) -> tuple[int, str]:
