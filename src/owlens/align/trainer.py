@@ -23,7 +23,7 @@ from owlens.align.data import ImageFolder, collate
 
 __all__ = ["AlignConfig", "AlignResult", "train_alignment", "CHECKPOINT", "PROJECTOR"]
 
-CHECKPOINT, PROJECTOR, STATE = "checkpoint", "projector", "trainer_state.json"
+CHECKPOINT, PROJECTOR, STATE, RESULT = "checkpoint", "projector", "trainer_state.json", "result.json"
 # Settings a resumed run must share with the run that wrote the checkpoint, or the result is not one run.
 _RESUME_KEYS = ("lr", "weight_decay", "batch_size", "epochs", "seed", "schedule")
 _SCHEDULES = ("constant", "cosine")
@@ -54,6 +54,7 @@ class AlignResult:
     last_loss: float
     resumed_from_step: int
     processes: int  # how many accelerate processes shared each global batch
+    rank: int  # this process's index among them (0 writes the files)
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -173,8 +174,11 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
             if accelerator.is_main_process:
                 accelerator.unwrap_model(projector).save_pretrained(projector_dir)
             accelerator.wait_for_everyone()
-        return AlignResult(projector_dir, state["step"], state["used"], state["skipped"], state["loss"], resumed_from,
-                           accelerator.num_processes)
+        result = AlignResult(projector_dir, state["step"], state["used"], state["skipped"], state["loss"],
+                             resumed_from, accelerator.num_processes, accelerator.process_index)
+        if accelerator.is_main_process:  # one writer: every process holds the same result
+            (out_dir / RESULT).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        return result
     finally:
         for parameter, requires_grad in borrowed:
             parameter.requires_grad_(requires_grad)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from owlens.cli.common import write_json
-
 _EPILOG = """\
 Paper defaults: AdamW lr 1e-4, weight decay 1e-2, global batch 16, one epoch, the deep MLP
 768→8192→8192→8192→4096 (ReLU). Rerun the same command to resume from the last checkpoint in --out.
@@ -58,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
                          max_steps=args.max_steps, mixed_precision="bf16" if args.bf16 else "no",
                          num_workers=args.workers)
     result = train_alignment(model, images, args.out, config, progress=not args.no_progress)
-    write_json(result.to_dict(), f"{args.out}/result.json")
+    if result.rank:  # under accelerate launch, one summary is enough
+        return 0
     print(f"{result.steps} steps, {result.images_used} images used, {result.images_skipped} unreadable skipped; "
           + (f"W written to {result.projector_dir}" if result.projector_dir else "stopped early: rerun to resume"))
     return 0
