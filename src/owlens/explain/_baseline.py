@@ -16,7 +16,7 @@ from owlens.explain.ga import PAPER_QUERY_TEMPLATE
 from owlens.explain.inputs import ExplainInputs, as_inputs
 from owlens.explain.maps import paint_boxes
 from owlens.explain.saliency import Saliency
-from owlens.explain.targets import AnswerTarget, TokenPlan, TokenTarget, plan_tokens
+from owlens.explain.targets import AnswerTarget, TokenPlan, TokenTarget, as_target, plan_tokens
 
 __all__ = ["BaselineExplainer", "grid_to_image", "grid_saliency"]
 
@@ -47,7 +47,7 @@ class BaselineExplainer:
                     *, query: str | None = None) -> list[list[Saliency]]:
         """Every image of a batch, and every token an ``AnswerTarget`` names → ``[image][token]`` saliencies."""
         inputs = as_inputs(self.model, inputs)
-        target = _resolve_target(target, query)
+        target = as_target(target, query)
         with borrowed(self.model), self._borrowed():
             plans = plan_tokens(self.model, inputs.input_ids, inputs.attention_mask, inputs.embedding, target,
                                 self.query_template)
@@ -61,18 +61,6 @@ class BaselineExplainer:
 
     def _explain(self, inputs: ExplainInputs, plans: list[TokenPlan]) -> list[list[Saliency]]:
         raise NotImplementedError
-
-
-def _resolve_target(target, query: str | None) -> TokenTarget | AnswerTarget:
-    if isinstance(target, AnswerTarget):
-        if query is not None:
-            raise ValueError("pass the query inside the AnswerTarget")
-        return target
-    if isinstance(target, TokenTarget):
-        if query is not None and target.query is not None:
-            raise ValueError(f"two queries given: {target.query!r} in the target and {query!r}; pass one")
-        return TokenTarget(target.token, query or target.query)
-    return TokenTarget(target, query)
 
 
 def grid_to_image(values: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:

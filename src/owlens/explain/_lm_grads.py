@@ -7,10 +7,10 @@ import torch
 from owlens.explain.targets import TokenPlan
 from owlens.models.language import position_ids
 
-__all__ = ["logit_gradients"]
+__all__ = ["logit_gradients", "pad_plans"]
 
 
-def _batch(plans: list[TokenPlan], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+def pad_plans(plans: list[TokenPlan], pad_id: int, device) -> tuple[torch.Tensor, ...]:
     """Left-pad the planned sequences: ids, mask (B, T); positions, token ids (B, L); valid (B, L)."""
     length = max(len(plan.input_ids) for plan in plans)
     tokens = max(len(plan.positions) for plan in plans)
@@ -35,7 +35,7 @@ def logit_gradients(model, embedding: torch.Tensor, plans: list[TokenPlan]) -> t
     """
     tokenizer = model.processor.mllm_tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids, mask, positions, token_ids, valid = _batch(plans, pad_id, embedding.device)
+    ids, mask, positions, token_ids, valid = pad_plans(plans, pad_id, embedding.device)
     keep = torch.unique(positions)  # the LM head runs only where a logit is explained
     with torch.enable_grad():
         leaf = embedding.detach().requires_grad_(True)

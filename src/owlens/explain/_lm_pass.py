@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from owlens.explain._lm_grads import _batch
+from owlens.explain._lm_grads import pad_plans
 from owlens.explain.targets import TokenPlan
 
 __all__ = ["LMPass", "eager_attention", "lm_pass"]
@@ -46,7 +46,7 @@ def lm_pass(model, embedding: torch.Tensor, plans: list[TokenPlan], *, gradients
     """E (B, 1+N, d) and one plan per image → ``LMPass``; attentions need ``eager_attention`` around the call."""
     tokenizer = model.processor.mllm_tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids, mask, positions, token_ids, valid = _batch(plans, pad_id, embedding.device)
+    ids, mask, positions, token_ids, valid = pad_plans(plans, pad_id, embedding.device)
     keep = torch.unique(positions)  # the LM head runs only where a logit is explained
     with torch.set_grad_enabled(gradients):
         tokens = model.image_tokens(embedding.detach()).detach().requires_grad_(gradients)  # (B, N, D)

@@ -20,7 +20,7 @@ from owlens.explain._owl_grads import box_cosines
 from owlens.explain.inputs import ExplainInputs, as_inputs
 from owlens.explain.maps import boxes_to_pixels, minmax, paint_boxes
 from owlens.explain.saliency import Saliency
-from owlens.explain.targets import AnswerTarget, TokenPlan, TokenTarget, plan_tokens
+from owlens.explain.targets import AnswerTarget, TokenPlan, TokenTarget, as_target, plan_tokens
 
 __all__ = ["GradientAlignment", "PAPER_QUERY_TEMPLATE"]
 
@@ -51,16 +51,13 @@ class GradientAlignment:
             raise ValueError(f"explain takes one image; received {inputs.batch}: use explain_all for a batch")
         if isinstance(target, AnswerTarget):
             raise ValueError("an AnswerTarget explains several tokens: use explain_all")
-        return self.explain_all(inputs, _token_target(target, query))[0][0]
+        return self.explain_all(inputs, as_target(target, query))[0][0]
 
     def explain_all(self, inputs, target: str | int | TokenTarget | AnswerTarget,
                     *, query: str | None = None) -> list[list[Saliency]]:
         """Every image of a batch, and every token an ``AnswerTarget`` names → ``[image][token]`` saliencies."""
         inputs = as_inputs(self.model, inputs)
-        if not isinstance(target, AnswerTarget):
-            target = _token_target(target, query)
-        elif query is not None:
-            raise ValueError("pass the query inside the AnswerTarget")
+        target = as_target(target, query)
         with borrowed(self.model):
             plans = plan_tokens(self.model, inputs.input_ids, inputs.attention_mask, inputs.embedding, target,
                                 self.query_template)
@@ -83,14 +80,6 @@ class GradientAlignment:
         width, height = inputs.image_sizes[b]
         return [_saliency(result.cosines[t], result.boxes_cxcywh, plan, t, float(logits[t]), (width, height),
                           self.method) for t in range(count)]
-
-
-def _token_target(target, query: str | None) -> TokenTarget:
-    if isinstance(target, TokenTarget):
-        if query is not None and target.query is not None:
-            raise ValueError(f"two queries given: {target.query!r} in the target and {query!r}; pass one")
-        return TokenTarget(target.token, query or target.query)
-    return TokenTarget(target, query)
 
 
 def _saliency(cosines: torch.Tensor, boxes: torch.Tensor, plan: TokenPlan, t: int, logit: float,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TokenTarget", "AnswerTarget", "TokenPlan", "resolve_token", "plan_tokens"]
+__all__ = ["TokenTarget", "AnswerTarget", "TokenPlan", "as_target", "resolve_token", "plan_tokens"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,20 @@ class TokenPlan:
     token_ids: list[int]
     tokens: list[str]
     queries: list[str]
+
+
+def as_target(target, query: str | None = None) -> TokenTarget | AnswerTarget:
+    """What every explainer accepts as ``target`` (a token string or id, a TokenTarget, an AnswerTarget) and an
+    optional ``query``, as one target object; a query given twice is refused."""
+    if isinstance(target, AnswerTarget):
+        if query is not None:
+            raise ValueError("pass the query inside the AnswerTarget")
+        return target
+    if isinstance(target, TokenTarget):
+        if query is not None and target.query is not None:
+            raise ValueError(f"two queries given: {target.query!r} in the target and {query!r}; pass one")
+        return TokenTarget(target.token, query or target.query)
+    return TokenTarget(target, query)
 
 
 def resolve_token(tokenizer, token: str | int) -> tuple[int, str]:
