@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,3 +29,20 @@ def tiny_checkpoints(tmp_path_factory):
     from owlens.models.tiny import save_tiny_checkpoints
 
     return {k: str(v) for k, v in save_tiny_checkpoints(tmp_path_factory.mktemp("tiny")).items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_args(tiny_checkpoints):
+    """The CLI flags that point any command at the tiny checkpoints, on the CPU."""
+    return ["--owl", tiny_checkpoints["owl"], "--mllm", tiny_checkpoints["mllm"],
+            "--projector", tiny_checkpoints["projector"], "--device", "cpu"]
+
+
+@pytest.fixture
+def image(tmp_path):
+    """A noise PNG, 48x64 (not square, so both processors' resizing is exercised); its path as a string."""
+    from PIL import Image
+
+    path = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
+    return str(path)

@@ -4,22 +4,10 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from owlens.cli import main
-
-
-@pytest.fixture
-def image(tmp_path):
-    path = tmp_path / "scene.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
-    return str(path)
-
-
-def _model_args(paths):
-    return ["--owl", paths["owl"], "--mllm", paths["mllm"], "--projector", paths["projector"], "--device", "cpu"]
 
 
 def test_help_runs_in_a_fresh_process():
@@ -29,11 +17,11 @@ def test_help_runs_in_a_fresh_process():
     assert "describe" in result.stdout and "detect" in result.stdout
 
 
-def test_detect_json_and_drawing(tiny_checkpoints, image, tmp_path, capsys):
+def test_detect_json_and_drawing(tiny_model_args, image, tmp_path, capsys):
     out = tmp_path / "boxes.png"
     code = main(["detect", image, "--query", "a photo of a star", "--query", "a photo of a red circle",
                  "--json", "--threshold", "0", "--max-per-query", "2", "--out", str(out),
-                 *_model_args(tiny_checkpoints)])
+                 *tiny_model_args])
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     assert set(payload["presence"]) == {"a photo of a star", "a photo of a red circle"}
@@ -41,9 +29,9 @@ def test_detect_json_and_drawing(tiny_checkpoints, image, tmp_path, capsys):
     assert Image.open(out).size[0] >= 64
 
 
-def test_describe_answers_and_is_repeatable(tiny_checkpoints, image, capsys):
+def test_describe_answers_and_is_repeatable(tiny_model_args, image, capsys):
     args = ["describe", image, "--prompt", "is there a star ?", "--max-new-tokens", "4", "--json",
-            *_model_args(tiny_checkpoints)]
+            *tiny_model_args]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)
     assert main(args) == 0
@@ -51,14 +39,15 @@ def test_describe_answers_and_is_repeatable(tiny_checkpoints, image, capsys):
 
 
 @pytest.mark.parametrize("content", [b"garbage", b""])
-def test_corrupt_image_is_one_clear_error(tiny_checkpoints, tmp_path, capsys, content):
+def test_corrupt_image_is_one_clear_error(tiny_model_args, tmp_path, capsys, content):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(content)
-    assert main(["detect", str(bad), "--query", "a photo of a star", *_model_args(tiny_checkpoints)]) == 2
+    assert main(["detect", str(bad), "--query", "a photo of a star", *tiny_model_args]) == 2
     assert "bad.jpg" in capsys.readouterr().err
 
 
-def test_missing_checkpoint_is_one_clear_error(tiny_checkpoints, image, tmp_path, capsys):
-    args = _model_args(dict(tiny_checkpoints, owl=str(tmp_path / "no-owl")))
+def test_missing_checkpoint_is_one_clear_error(tiny_model_args, image, tmp_path, capsys):
+    args = list(tiny_model_args)
+    args[args.index("--owl") + 1] = str(tmp_path / "no-owl")
     assert main(["detect", image, "--query", "a photo of a star", *args]) == 2
     assert "detector (owl) weights not found" in capsys.readouterr().err

@@ -14,17 +14,13 @@ from owlens.cli import main
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "bias"
 
 
-def _model_args(paths):
-    return ["--owl", paths["owl"], "--mllm", paths["mllm"], "--projector", paths["projector"], "--device", "cpu"]
-
-
 @pytest.fixture(scope="module")
-def toy_run(tiny_checkpoints, tmp_path_factory):
+def toy_run(tiny_model_args, tmp_path_factory):
     """`evaluate bias` on 4 scenes, exporting them, then `bias` on toy.yaml pointed at the exported PNGs."""
     root, printed = tmp_path_factory.mktemp("toy"), io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = main(["evaluate", "bias", "--n-scenes", "4", "--json", "--export-images",
-                     str(root / "toy-images" / "red"), *_model_args(tiny_checkpoints)])
+                     str(root / "toy-images" / "red"), *tiny_model_args])
     assert code == 0
     return root, json.loads(printed.getvalue())
 
@@ -38,12 +34,12 @@ def test_evaluate_bias_prints_the_issue_s_json(toy_run):
     assert sorted(p.name for p in (root / "toy-images" / "red").iterdir()) == [f"{i:04d}.png" for i in range(4)]
 
 
-def test_bias_on_the_toy_spec_matches_the_toy_validation(toy_run, tiny_checkpoints, tmp_path, capsys):
+def test_bias_on_the_toy_spec_matches_the_toy_validation(tiny_model_args, toy_run, tmp_path, capsys):
     root, expected = toy_run
     spec = root / "toy.yaml"
     spec.write_text((EXAMPLES / "toy.yaml").read_text())
     out = tmp_path / "run"
-    assert main(["bias", str(spec), "--out", str(out), "--no-progress", *_model_args(tiny_checkpoints)]) == 0
+    assert main(["bias", str(spec), "--out", str(out), "--no-progress", *tiny_model_args]) == 0
     assert "OWL swap rate" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     heavy = summary["groups"]["red"]["traits"]["heavy"]
@@ -55,9 +51,9 @@ def test_bias_on_the_toy_spec_matches_the_toy_validation(toy_run, tiny_checkpoin
     assert len((out / "records.jsonl").read_text().splitlines()) == 4
 
 
-def test_evaluate_bias_text_mode(tiny_checkpoints, capsys):
+def test_evaluate_bias_text_mode(tiny_model_args, capsys):
     assert main(["evaluate", "bias", "--n-scenes", "2", "--method", "pgd", "--epsilon", "0.5", "--steps", "2",
-                 *_model_args(tiny_checkpoints)]) == 0
+                 *tiny_model_args]) == 0
     out = capsys.readouterr().out
     assert "OWL swap success" in out and "random_control" in out and "ceiling biased" in out
 

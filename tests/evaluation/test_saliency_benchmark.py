@@ -110,15 +110,11 @@ def test_summary_by_hand():
     assert empty.scenes == 0 and empty.methods["ga"]["pointing_game"] is None
 
 
-def _model_args(paths):
-    return ["--owl", paths["owl"], "--mllm", paths["mllm"], "--projector", paths["projector"], "--device", "cpu"]
-
-
-def test_cli_prints_the_json_the_issue_names(tiny_checkpoints, capsys):
+def test_cli_prints_the_json_the_issue_names(tiny_model_args, capsys):
     from owlens.cli import main
 
     code = main(["evaluate", "saliency", "--scenes", "2", "--seed", "5", "--methods", "ga,random", "--steps", "2",
-                 "--json", "--no-progress", *_model_args(tiny_checkpoints)])
+                 "--json", "--no-progress", *tiny_model_args])
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     assert set(payload["methods"]) == {"ga", "random"} and payload["scenes"] == 2 and "cue_cases" in payload
@@ -166,13 +162,13 @@ def test_wsol_folder_errors(tmp_path):
         read_wsol_folder(tmp_path)
 
 
-def test_cli_wsol_mode(tiny_checkpoints, tmp_path, capsys):
+def test_cli_wsol_mode(tiny_model_args, tmp_path, capsys):
     from owlens.cli import main
 
     _scene_folder(tmp_path, "wsolevaluation")
     code = main(["evaluate", "saliency", "--wsol", str(tmp_path), "--token", "circle", "--question",
                  "what is in the image ?", "--answer-prefix", "a large red", "--methods", "ga,detection_only",
-                 "--resolution", "32", "--json", "--no-progress", *_model_args(tiny_checkpoints)])
+                 "--resolution", "32", "--json", "--no-progress", *tiny_model_args])
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["images"] == 3 and payload["token"] == "circle" and payload["prompt"].endswith("a large red")

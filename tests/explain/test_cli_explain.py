@@ -9,21 +9,10 @@ from PIL import Image
 from owlens.cli import main
 
 
-@pytest.fixture
-def image(tmp_path):
-    path = tmp_path / "scene.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
-    return str(path)
-
-
-def _model_args(paths):
-    return ["--owl", paths["owl"], "--mllm", paths["mllm"], "--projector", paths["projector"], "--device", "cpu"]
-
-
-def test_one_token_writes_overlay_boxes_json_and_map(tiny_checkpoints, image, tmp_path, capsys):
+def test_one_token_writes_overlay_boxes_json_and_map(tiny_model_args, image, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["explain", image, "--prompt", "what is in the image ?", "--token", "circle", "--out", str(out),
-                 *_model_args(tiny_checkpoints)])
+                 *tiny_model_args])
     assert code == 0
     assert "'circle'" in capsys.readouterr().out
     stem = out / "scene-00-circle"
@@ -37,19 +26,19 @@ def test_one_token_writes_overlay_boxes_json_and_map(tiny_checkpoints, image, tm
         assert drawn.size[0] >= 64 and drawn.size[0] * 48 == drawn.size[1] * 64
 
 
-def test_all_tokens_and_a_custom_query(tiny_checkpoints, image, tmp_path, capsys):
+def test_all_tokens_and_a_custom_query(tiny_model_args, image, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["explain", image, "--prompt", "what is in the image ?", "--all-tokens", "--max-new-tokens", "3",
-                 "--query", "a photo of a star", "--out", str(out), *_model_args(tiny_checkpoints)])
+                 "--query", "a photo of a star", "--out", str(out), *tiny_model_args])
     assert code == 0
     written = sorted(p.name for p in out.glob("*.json"))
     assert len(written) == len(capsys.readouterr().out.strip().splitlines()) == 3
     assert all(json.loads((out / name).read_text())["query"] == "a photo of a star" for name in written)
 
 
-def test_unknown_token_is_one_clear_error(tiny_checkpoints, image, tmp_path, capsys):
+def test_unknown_token_is_one_clear_error(tiny_model_args, image, tmp_path, capsys):
     code = main(["explain", image, "--prompt", "what is in the image ?", "--token", "zebra", "--out",
-                 str(tmp_path), *_model_args(tiny_checkpoints)])
+                 str(tmp_path), *tiny_model_args])
     assert code == 2
     assert "'zebra' is not in the MLLM's vocabulary" in capsys.readouterr().err
 
@@ -78,10 +67,10 @@ def test_cli_methods_are_the_registry():
     assert _METHODS == tuple(METHODS)
 
 
-def test_a_method_without_boxes_writes_map_and_json_only(tiny_checkpoints, image, tmp_path):
+def test_a_method_without_boxes_writes_map_and_json_only(tiny_model_args, image, tmp_path):
     out = tmp_path / "maps"
     code = main(["explain", image, "--prompt", "what is in the image ?", "--token", "circle", "--method", "gradient",
-                 "--out", str(out), *_model_args(tiny_checkpoints)])
+                 "--out", str(out), *tiny_model_args])
     assert code == 0
     assert sorted(p.suffix for p in out.iterdir()) == [".json", ".npy", ".png"]
     assert not list(out.glob("*-boxes.png"))
