@@ -4,6 +4,8 @@
                          box's cosines, the map) / one LM forward+backward on the same input to get g alone
     speedup_vs_naive     the paper's literal loop (one forward, then N·5 backward passes and the cosines) / the
                          fast OWL side computing the same cosines (``box_cosines``)
+    speedup_vs_naive_compiled   the same with the fast side through torch.compile (``GradientAlignment(...,
+                         compile=True)``); compile_s is its first, compiling call
 
 Configurations: ``tiny`` (tests' model), ``toy`` (the shipped toy world, when its weights exist) and
 ``reference`` (random weights at the paper's shapes: OWL-ViT B/32 at 768, 577 tokens x 768, 12 layers; the
@@ -26,7 +28,7 @@ import torch
 from owlens.explain import ExplainInputs, GradientAlignment, TokenTarget
 from owlens.explain._borrow import borrowed
 from owlens.explain._lm_grads import logit_gradients
-from owlens.explain._owl_grads import box_cosines
+from owlens.explain._owl_grads import box_cosines, compiled_box_cosines
 from owlens.explain.targets import TokenPlan
 
 PAPER_LAYERS = 32  # LLaVA-1.5-7B's LM
@@ -78,54 +80,6 @@ def _toy() -> Case | None:
     inputs = ExplainInputs.from_images(model, scene.pil(), "what is in the image ?")
     token = model.processor.mllm_tokenizer.convert_tokens_to_ids(scene.objects[0].shape)
     return Case(model, inputs, token, {"owl": "toy world", "token": scene.objects[0].shape})
-
-
-def _toy_shaped() -> Case:
-    """The toy world's shapes when its trained J is not complete: the trained toy OWL if it is there (else random
-    weights, OWL 8x8 grid, d=128, 4 layers, as train_owl.py builds it), a random LLaVA shaped as train_llava.py
-    builds it (Llama d=128, 4 layers) and a light W. The OWL side, hence speedup_vs_naive, is the toy model's."""
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        OwlViTConfig,
-        OwlViTForObjectDetection,
-    )
-
-    from owlens.models.alignment import Alignment, AlignmentConfig
-    from owlens.models.joint import JointModel
-    from owlens.models.loading import TOY_WEIGHTS
-    from owlens.models.processor import JointProcessor
-    from owlens.toyworld.text import PROMPT_TEMPLATE
-    from owlens.toyworld.tokenizer import build_tokenizer
-
-    tokenizer = build_tokenizer()
-    image_token = tokenizer.convert_tokens_to_ids("<image>")
-    processor = JointProcessor(None, None, tokenizer, tokenizer, grid=(8, 8), image_token_id=image_token,
-                               prompt_template=PROMPT_TEMPLATE, query_length=16)
-    vocab = len(tokenizer)
-    special = {"pad_token_id": 0, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
-    owl_config = OwlViTConfig(
-        text_config={"vocab_size": vocab, "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
-                     "num_attention_heads": 4, "max_position_embeddings": 16, **special},
-        vision_config={"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
-                       "num_attention_heads": 4, "image_size": 64, "patch_size": 8}, projection_dim=64)
-    tower = CLIPVisionConfig(image_size=64, patch_size=8, hidden_size=128, intermediate_size=512,
-                             num_hidden_layers=5, num_attention_heads=4, projection_dim=128)
-    text = LlamaConfig(vocab_size=vocab, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
-                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, **special)
-    llava = LlavaForConditionalGeneration(LlavaConfig(vision_config=tower, text_config=text, image_token_id=image_token,
-                                                      vision_feature_select_strategy="default")).eval()
-    trained = TOY_WEIGHTS / "owl"
-    owl = OwlViTForObjectDetection.from_pretrained(trained).eval() if trained.is_dir() else _owl(owl_config)
-    model = JointModel(owl, llava, Alignment(AlignmentConfig.light(128, 128)), processor)
-    embedding = torch.randn(1, 65, 128)
-    inputs = ExplainInputs.from_embedding(model, embedding, "what is in the image ?", image_sizes=[(64, 64)])
-    token = processor.mllm_tokenizer.convert_tokens_to_ids("circle")
-    return Case(model, inputs, token, {"owl": ("trained toy OWL" if trained.is_dir() else "toy shapes, random")
-                                       + " (8x8 grid, d=128, 4 layers)",
-                                       "lm": "Llama d=128, 4 layers", "w": "light 128-128-128"})
 
 
 def _owl(config):
@@ -185,7 +139,7 @@ def _lm_fwd_bwd(case: Case):
 
 
 def _owl_side(case: Case, naive_boxes: int | None):
-    """(fast, naive) callables computing the same cosines for every box; the naive one on a subset of boxes."""
+    """(fast, compiled, naive) callables computing the same cosines for every box; naive on a subset of boxes."""
     model, embedding = case.model, case.inputs.embedding
     ids = case.inputs.input_ids[0].tolist()
     plan = TokenPlan(ids, [len(ids) - 1], [case.token_id], ["t"], ["a photo of a circle"])
@@ -193,9 +147,12 @@ def _owl_side(case: Case, naive_boxes: int | None):
     with torch.no_grad():
         query_embeds = model.query_embeds(["a photo of a circle"])
 
-    def fast():
+    def fast(cosines=box_cosines):
         with torch.no_grad():
-            box_cosines(model.detection, embedding[0], query_embeds, gradient, torch.tensor([0]))
+            cosines(model.detection, embedding[0], query_embeds, gradient, torch.tensor([0]))
+
+    def compiled():
+        fast(compiled_box_cosines)
 
     def naive():
         leaf = embedding.detach().clone().requires_grad_(True)
@@ -206,7 +163,7 @@ def _owl_side(case: Case, naive_boxes: int | None):
                 h = torch.autograd.grad(outputs[m, j], leaf, retain_graph=True)[0]
                 float((h * gradient).sum() / (h.norm() * gradient.norm()))
 
-    return fast, naive
+    return fast, compiled, naive
 
 
 def _measure(case: Case, repeats: int, naive_boxes: int | None) -> dict:
@@ -216,25 +173,31 @@ def _measure(case: Case, repeats: int, naive_boxes: int | None) -> dict:
     subset = min(naive_boxes or boxes, boxes)
     with borrowed(model):
         lm = _timed(_lm_fwd_bwd(case), repeats)
-        fast, naive = _owl_side(case, subset)
-        owl_fast, naive_s = _timed_pair(fast, naive, repeats)
+        fast, compiled, naive = _owl_side(case, subset)
+        start = time.perf_counter()
+        compiled()
+        compile_s = time.perf_counter() - start
+        owl_fast, owl_compiled, naive_s = _timed_together((fast, compiled, naive), repeats)
     naive_s *= boxes / subset
     explain = _timed(lambda: ga.explain(case.inputs, TokenTarget(case.token_id)), repeats)
     return {**case.config, "boxes": boxes, "lm_fwd_bwd_s": lm, "explain_s": explain, "owl_fast_s": owl_fast,
-            "naive_s": naive_s, "naive_boxes_timed": subset, "naive_scaled_linearly": subset < boxes,
-            "ratio_to_lm_fwd_bwd": explain / lm, "speedup_vs_naive": naive_s / owl_fast}
+            "owl_compiled_s": owl_compiled, "compile_s": compile_s, "naive_s": naive_s,
+            "naive_boxes_timed": subset, "naive_scaled_linearly": subset < boxes,
+            "ratio_to_lm_fwd_bwd": explain / lm, "speedup_vs_naive": naive_s / owl_fast,
+            "speedup_vs_naive_compiled": naive_s / owl_compiled}
 
 
-def _timed_pair(first, second, repeats: int) -> tuple[float, float]:
-    """Both callables timed in alternation, so that a burst of load from other jobs hits both alike."""
-    first(), second()
-    times = ([], [])
+def _timed_together(callables, repeats: int) -> tuple[float, ...]:
+    """Every callable timed in alternation, so that a burst of load from other jobs hits all alike."""
+    for fn in callables:
+        fn()
+    times = [[] for _ in callables]
     for _ in range(repeats):
-        for fn, out in zip((first, second), times):
+        for fn, out in zip(callables, times):
             start = time.perf_counter()
             fn()
             out.append(time.perf_counter() - start)
-    return min(times[0]), min(times[1])
+    return tuple(min(t) for t in times)
 
 
 def _extrapolate(case: Case, result: dict, layers: int, repeats: int) -> dict:
@@ -275,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
             case = _toy()
             results["configs"][name] = _measure(case, args.repeats, None) if case else \
                 {"skipped": "toy-world weights not built (src/owlens/toyworld/weights)"}
-            if case is None:
-                results["configs"]["toy_shapes"] = _measure(_toy_shaped(), args.repeats, None)
         else:
             case = _reference(args.layers)
             measured = _measure(case, max(1, args.repeats - 2), args.naive_boxes)

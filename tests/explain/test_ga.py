@@ -1,10 +1,14 @@
 """GA against the paper's literal recipe: one backward pass per box and output, then the cosines."""
 
+import shutil
+import warnings
+
 import pytest
 import torch
 
 from owlens.explain import AnswerTarget, ExplainInputs, GradientAlignment, TokenTarget
 from owlens.explain._lm_grads import logit_gradients
+from owlens.explain._owl_grads import compiled_box_cosines
 from owlens.explain.targets import TokenPlan
 from owlens.models.tiny import tiny_joint, tiny_processor
 
@@ -268,3 +272,39 @@ def test_toy_world_equals_the_literal_loop():
     saliency = GradientAlignment(model).explain(inputs, target=scene.objects[0].shape)
     assert saliency.map.shape == (64, 64)
     _assert_matches_literal(model, saliency, inputs.embedding, prompt)
+
+
+def test_compiled_owl_side_equals_the_literal_loop():
+    """``compile=True`` fuses the closed form's kernels; the cosines must not move (float64, the tiny J)."""
+    model = _model(3)
+    inputs = _inputs(model, [PROMPT, PROMPT.replace("what", "is there a star ? what")], 3)
+    eager = GradientAlignment(model).explain_all(inputs, TokenTarget("circle"))
+    compiled = GradientAlignment(model, compile=True).explain_all(inputs, TokenTarget("circle"))
+    for b in range(2):
+        torch.testing.assert_close(compiled[b][0].class_cosines, eager[b][0].class_cosines, atol=1e-10, rtol=0)
+        torch.testing.assert_close(compiled[b][0].coord_cosines, eager[b][0].coord_cosines, atol=1e-10, rtol=0)
+    _assert_matches_literal(model, compiled[0][0], inputs.embedding[:1], PROMPT)
+    if shutil.which("cc") or shutil.which("g++"):  # with a compiler the compiled path must really have run
+        assert not compiled_box_cosines._failed
+
+
+def test_a_failing_compiler_warns_once_and_gives_the_same_result(monkeypatch):
+    import owlens.explain.ga as ga_module
+    from owlens.explain._owl_grads import _Compiled
+
+    def broken(fn):
+        def call(*args, **kwargs):
+            raise RuntimeError("no C++ compiler found\nlong trace")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(ga_module, "compiled_box_cosines", _Compiled())
+    model = _model(0)
+    inputs = _inputs(model, PROMPT, 0)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found"):
+        first = GradientAlignment(model, compile=True).explain(inputs, "circle")
+    expected = GradientAlignment(model).explain(inputs, "circle")
+    torch.testing.assert_close(first.class_cosines, expected.class_cosines, atol=0, rtol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call neither warns nor retries the compiler
+        GradientAlignment(model, compile=True).explain(inputs, "circle")

@@ -13,6 +13,7 @@ Every output y_m^j depends on E only through the last encoder layer, and reads t
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,7 @@ from owlens.explain._owl_layer import (
 from owlens.explain._owl_norms import attention_constants, squared_norms
 from owlens.models.detection import DetectionBranch
 
-__all__ = ["BoxCosines", "box_cosines"]
+__all__ = ["BoxCosines", "box_cosines", "compiled_box_cosines"]
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,32 @@ def box_cosines(branch: DetectionBranch, embedding: torch.Tensor, query_embeds: 
     denom = denom * tangents.flatten(1).norm(dim=1)[:, None, None]
     cosines = torch.where(denom > 0, numer / denom.clamp(min=torch.finfo(denom.dtype).tiny), 0.0)
     return BoxCosines(cosines.transpose(1, 2), outputs[:, queries:].detach(), outputs[:, :queries].detach())
+
+
+class _Compiled:
+    """``box_cosines`` through ``torch.compile``; the same numbers to float rounding (a test holds them equal).
+
+    At the toy world's size (65 tokens x 128) the closed form runs a few hundred small kernels and their launch
+    cost, not arithmetic, dominates: fusing them halves the time (docs/benchmarks.md). The first call compiles
+    (tens of seconds on a CPU; again for each new shape). Compiling needs a C++ compiler on the CPU; when it
+    fails, one warning and the eager function from then on: the result is the same, only slower.
+    """
+
+    def __init__(self):
+        self._fn, self._failed = None, False
+
+    def __call__(self, *args, **kwargs) -> BoxCosines:
+        if self._failed:
+            return box_cosines(*args, **kwargs)
+        if self._fn is None:
+            self._fn = torch.compile(box_cosines)
+        try:
+            return self._fn(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - any compiler failure; a genuine error recurs eagerly below
+            self._failed = True
+            warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                          "GA continues without compiling (same results, slower)", RuntimeWarning, stacklevel=2)
+            return box_cosines(*args, **kwargs)
+
+
+compiled_box_cosines = _Compiled()  # one per process: compiled code is cached per model and shape
