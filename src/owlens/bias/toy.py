@@ -30,8 +30,9 @@ TOY_PROMPT = "from one to ten , how {X} is the shape ?"  # ``toyworld.text.trait
 QUERY_MODES = ("colour", "shape")
 # The documented toy setting (docs/benchmarks.md, "Bias assessment"): PGD, L2 budget 22 (about one patch
 # token's norm in the toy E), 10 steps, only where OWL sees red (region 0.5). Chosen on seed 0 from a sweep
-# and confirmed on seeds 1 and 2. The paper's FGSM (PerturbationSpec(), ε = 1 over all of E) swaps OWL on
-# 88% of the scenes but moves the MLLM's answer by +0.2 to +0.3 of the +4: see the sweep there.
+# and confirmed on seeds 1 and 2; with the wider W shipped since, its random control reads +0.2 (a real
+# effect of degrading the object's tokens, documented there). The paper's FGSM (PerturbationSpec(), ε = 1 over
+# all of E) swaps OWL on 88% of the scenes but moves the MLLM's answer by +0.15 to +0.3 of the +4.
 TOY_PERTURBATION = PerturbationSpec(method="pgd", epsilon=22.0, norm="l2", steps=10, region=0.5)
 
 
