@@ -308,3 +308,18 @@ def test_a_failing_compiler_warns_once_and_gives_the_same_result(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second call neither warns nor retries the compiler
         GradientAlignment(model, compile=True).explain(inputs, "circle")
+
+
+def test_bad_inputs_raise_as_uncompiled_and_keep_the_compiler(monkeypatch):
+    """An error that eager GA raises too is the caller's, not the compiler's: no warning, compiling stays on."""
+    from owlens.explain._owl_grads import _Compiled
+
+    monkeypatch.setattr(torch, "compile", lambda fn: fn)  # "compiled" = eager, so the error is a genuine one
+    compiled, model = _Compiled(), _model(0)
+    wrong_width = torch.zeros(17, 7, dtype=model.dtype)  # E of the tiny OWL is (17, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError):
+            compiled(model.detection, wrong_width, torch.zeros(1, 16, dtype=model.dtype), wrong_width[None],
+                     torch.tensor([0]))
+    assert not compiled._failed

@@ -119,8 +119,8 @@ def box_cosines(branch: DetectionBranch, embedding: torch.Tensor, query_embeds: 
 class _Compiled:
     """``box_cosines`` through ``torch.compile``; the same numbers to float rounding (a test holds them equal).
 
-    At the toy world's size (65 tokens x 128) the closed form runs a few hundred small kernels and their launch
-    cost, not arithmetic, dominates: fusing them halves the time (docs/benchmarks.md). The first call compiles
+    At the toy world's size (65 tokens x 128) the closed form runs about a thousand small kernels and their
+    dispatch, not arithmetic, dominates: fusing them halves the time (docs/benchmarks.md). The first call compiles
     (tens of seconds on a CPU; again for each new shape). Compiling needs a C++ compiler on the CPU; when it
     fails, one warning and the eager function from then on: the result is the same, only slower.
     """
@@ -135,11 +135,12 @@ class _Compiled:
             self._fn = torch.compile(box_cosines)
         try:
             return self._fn(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - any compiler failure; a genuine error recurs eagerly below
-            self._failed = True
+        except Exception as error:  # noqa: BLE001 - told apart below
+            result = box_cosines(*args, **kwargs)  # bad inputs raise here, as they would uncompiled
+            self._failed = True  # eager worked: the compiler is what failed
             warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
                           "GA continues without compiling (same results, slower)", RuntimeWarning, stacklevel=2)
-            return box_cosines(*args, **kwargs)
+            return result
 
 
 compiled_box_cosines = _Compiled()  # one per process: compiled code is cached per model and shape
