@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import torch
 
+from owlens.align.trainer import _scheduler
 from owlens.models.alignment import Alignment, AlignmentConfig
 from owlens.models.loading import load_joint
 from owlens.toyworld.train_align import _STREAM, ToyScenes
@@ -48,10 +48,8 @@ def fit(inputs, targets, held_in, held_out, *, width: int, lr: float, epochs: in
     torch.manual_seed(seed)
     w = Alignment(AlignmentConfig(inputs.shape[-1], targets.shape[-1], (width,) * 3, "relu"))
     steps = epochs * (len(inputs) // batch)
-    warmup = max(1, round(0.03 * steps))
     optimizer = torch.optim.AdamW(w.parameters(), lr=lr, weight_decay=1e-2)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warmup if s < warmup else
-                                                 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))))
+    schedule = _scheduler(optimizer, "cosine", steps)  # the recipe's own warm-up and decay
     order, curve, start = torch.Generator().manual_seed(seed), [], time.perf_counter()
     for epoch in range(epochs):
         permutation = torch.randperm(len(inputs), generator=order)
