@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from owlens.persist import load_state
 from owlens.toyworld import train_llava, train_tower
+from owlens.toyworld.checkpointing import CHECKPOINT_NAME
 from owlens.toyworld.instructions import Segment, pack, prefix_text
 from owlens.toyworld.tokenizer import build_tokenizer
 from owlens.toyworld.world import sample_scene, to_pixel_values
@@ -78,7 +80,7 @@ def test_saved_model_reloads_with_identical_logits(tmp_path, tower_dir):
     reloaded = LlavaForConditionalGeneration.from_pretrained(final).eval()
     assert type(reloaded) is LlavaForConditionalGeneration
     in_memory = LlavaForConditionalGeneration(reloaded.config).eval()
-    ckpt = torch.load(tmp_path / "stage_caption" / "checkpoint.pt", weights_only=False)
+    ckpt = load_state(tmp_path / "stage_caption" / CHECKPOINT_NAME)
     in_memory.load_state_dict(ckpt["modules"]["model"])
     tok = build_tokenizer()
     ids = tok(prefix_text() + " what is in the image ? ASSISTANT:", add_special_tokens=False,

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from owlens.persist import load_state
 from owlens.toyworld import owl_ap
+from owlens.toyworld.checkpointing import CHECKPOINT_NAME
 from owlens.toyworld.owl_loss import QUERIES, one_to_one_labels, owl_loss, scene_targets
 from owlens.toyworld.tokenizer import build_tokenizer
 from owlens.toyworld.train_owl import build_model, detect, evaluate_ap50, query_tokens, train
@@ -110,8 +112,8 @@ def test_staged_training_resumes_exactly_and_saves_a_loadable_model(tmp_path, to
     # one_to_one_from=4: the resumed half crosses from dense to one-to-one labels
     kwargs = dict(steps=6, batch_size=2, checkpoint_every=3, seed=3, one_to_one_from=4)
     staged, logs = tmp_path / "staged", []
-    assert train(staged, stop_after=3, log=logs.append, **kwargs) == staged / "checkpoint.pt"
-    assert torch.load(staged / "checkpoint.pt", weights_only=False)["step"] == 3
+    assert train(staged, stop_after=3, log=logs.append, **kwargs) == staged / CHECKPOINT_NAME
+    assert load_state(staged / CHECKPOINT_NAME)["step"] == 3
     final = train(staged, log=logs.append, **kwargs)
     assert any("resumed" in m and "step 3" in m for m in logs) and any(m.startswith("step 6/6") for m in logs)
     straight = train(tmp_path / "straight", log=lambda m: None, **kwargs)
@@ -123,7 +125,7 @@ def test_staged_training_resumes_exactly_and_saves_a_loadable_model(tmp_path, to
 
     # The saved directory reproduces the trained model, with its tokenizer and image processor.
     trained = build_model(tokenizer)
-    trained.load_state_dict(torch.load(staged / "checkpoint.pt", weights_only=False)["model"])
+    trained.load_state_dict(load_state(staged / CHECKPOINT_NAME)["model"])
     loaded = OwlViTForObjectDetection.from_pretrained(final).eval()
     loaded_tok = PreTrainedTokenizerFast.from_pretrained(final)
     images = np.stack([s.image for s in scenes])

@@ -1,29 +1,47 @@
 """Stage checkpoints for the toy-world trainers: save everything a stage needs to resume exactly.
 
-A stage writes ``<stage_dir>/checkpoint.pt`` holding the trainable modules, optimizer, scheduler, step and
-torch RNG state. Training data are drawn from generators seeded by ``(seed, stage, step)``, so the data
-stream needs no saved state and a resumed run replays the uninterrupted one bit for bit.
+A stage writes ``<stage_dir>/checkpoint.safetensors`` holding the trainable modules, optimizer, scheduler, step
+and torch RNG state, without pickle (``owlens.persist.state``): resuming from a folder never runs code from it.
+Training data are drawn from generators seeded by ``(seed, stage, step)``, so the data stream needs no saved
+state and a resumed run replays the uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from owlens.persist import load_state, save_state
+
 __all__ = [
     "CHECKPOINT_NAME",
+    "LegacyCheckpointError",
     "StageState",
     "load_checkpoint",
+    "refuse_legacy_checkpoint",
     "run_stage",
     "save_checkpoint",
     "step_rng",
     "warmup_cosine",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = "checkpoint.safetensors"
+_LEGACY_NAME = "checkpoint.pt"  # the pickle format of owlens 0.1, never loaded
+
+
+class LegacyCheckpointError(RuntimeError):
+    """A stage folder holds a pickle checkpoint, which owlens refuses to unpickle."""
+
+
+def refuse_legacy_checkpoint(stage_dir: Path) -> None:
+    """Raise when ``stage_dir`` holds only an old pickle checkpoint: unpickling it could run any code in it."""
+    legacy = Path(stage_dir) / _LEGACY_NAME
+    if legacy.exists() and not (Path(stage_dir) / CHECKPOINT_NAME).exists():
+        raise LegacyCheckpointError(
+            f"{legacy} is a pickle checkpoint (owlens 0.1); it is not loaded because unpickling a file can run code "
+            f"from it. Delete it to retrain this stage from step 0, or pass another --out")
 
 
 @dataclass
@@ -48,7 +66,6 @@ def step_rng(seed: int, stage: str, step: int):
 def save_checkpoint(stage_dir: Path, state: StageState) -> Path:
     """Write the checkpoint atomically (a kill mid-write leaves the previous one intact)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
-    path = stage_dir / CHECKPOINT_NAME
     payload = {
         "modules": {k: m.state_dict() for k, m in state.modules.items()},
         "optimizer": state.optimizer.state_dict(),
@@ -56,18 +73,16 @@ def save_checkpoint(stage_dir: Path, state: StageState) -> Path:
         "step": state.step,
         "torch_rng": torch.get_rng_state(),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_state(stage_dir / CHECKPOINT_NAME, payload)
 
 
 def load_checkpoint(stage_dir: Path, state: StageState) -> bool:
     """Restore ``state`` in place from ``stage_dir`` if a checkpoint is there; return whether it was."""
+    refuse_legacy_checkpoint(stage_dir)
     path = stage_dir / CHECKPOINT_NAME
     if not path.exists():
         return False
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = load_state(path)
     for k, m in state.modules.items():
         m.load_state_dict(payload["modules"][k])
     state.optimizer.load_state_dict(payload["optimizer"])

@@ -16,7 +16,6 @@ Run: ``python -m owlens.toyworld.train_owl OUT_DIR [--steps N] [--seed S]``.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from owlens.persist import load_state, save_state
+from owlens.toyworld.checkpointing import CHECKPOINT_NAME, refuse_legacy_checkpoint
 from owlens.toyworld.owl_ap import evaluate_ap50
 from owlens.toyworld.owl_loss import QUERIES, owl_loss, scene_targets
 
@@ -53,7 +54,7 @@ LR = 1e-3
 WEIGHT_DECAY = 1e-4
 WARMUP_STEPS = 100
 CHECKPOINT_EVERY = 250
-_CKPT = "checkpoint.pt"
+_CKPT = CHECKPOINT_NAME
 
 
 def build_model(tokenizer, seed: int = 0):
@@ -210,15 +211,14 @@ def _save(path: Path, model, optimizer, scheduler, rng, **meta) -> None:
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), **meta,
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a kill mid-write never leaves a broken checkpoint
+    save_state(path, state)  # atomic: a kill mid-write never leaves a broken checkpoint
 
 
 def _resume(path: Path, model, optimizer, scheduler, rng, **expected) -> int:
+    refuse_legacy_checkpoint(path.parent)
     if not path.exists():
         return 0
-    state = torch.load(path, weights_only=False)
+    state = load_state(path)
     got = {k: state.get(k) for k in expected}
     if got != expected:
         raise ValueError(

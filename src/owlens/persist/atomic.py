@@ -1,0 +1,41 @@
+"""Atomic file writes: the content goes to ``NAME.partial`` beside the target, then is renamed over it.
+
+A rename within one directory is atomic on POSIX filesystems, so a reader, or a rerun after a kill, finds
+either the previous file or the complete new one. The partial file sits in the target's own directory (never
+in /tmp) so that the rename never crosses filesystems.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+__all__ = ["PARTIAL_SUFFIX", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically; ``durable`` also fsyncs it before the rename (checkpoints)."""
+    path = Path(path)
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    try:
+        with open(partial, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a full disk or a Ctrl-C leaves no stray partial file behind
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, *, durable: bool = False) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+
+
+def atomic_write_json(path: str | Path, payload, *, indent: int | None = 2, durable: bool = False) -> Path:
+    return atomic_write_text(path, json.dumps(payload, indent=indent) + "\n", durable=durable)
