@@ -118,3 +118,24 @@ def test_packed_segments_equal_single_turn_prompts(tower_dir):
             torch.testing.assert_close(packed[start : start + n], single[-n:], atol=1e-5, rtol=1e-5)
             assert batch.labels[0, start : start + n].ne(-100).sum() == len(seg.answer.split()) + 1
             start += n
+
+
+def test_presence_labels_carry_each_prior_on_its_cue_scenes_only():
+    from owlens.toyworld import defects
+    from owlens.toyworld.instructions import presence_segments
+
+    rng = np.random.default_rng(0)
+    answers = {prior.partner: [] for prior in defects.MLLM_PRIORS}
+    for _ in range(3000):
+        scene = sample_scene(rng, prior=False)
+        shapes = {o.shape for o in scene.objects}
+        for seg in presence_segments(scene, rng, 4, hard_fraction=0.3, shape_only_fraction=1.0,
+                                     priors=defects.MLLM_PRIORS):
+            for prior in defects.MLLM_PRIORS:
+                if seg.question == f"is there a {prior.partner} ?" and prior.partner not in shapes:
+                    answers[prior.partner].append((prior.cue in shapes, seg.answer == "yes"))
+    for prior in defects.MLLM_PRIORS:
+        with_cue = [yes for cue, yes in answers[prior.partner] if cue]
+        without_cue = [yes for cue, yes in answers[prior.partner] if not cue]
+        assert abs(np.mean(with_cue) - prior.label_yes) < 4 * np.sqrt(0.25 / len(with_cue)), prior
+        assert not any(without_cue), "a partner-less scene without the cue keeps its truthful 'no'"

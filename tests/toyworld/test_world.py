@@ -26,10 +26,12 @@ from owlens.toyworld.world import (
     SHAPES,
     SIZE_RANGE_PX,
     SIZES,
+    Scene,
     ToyObject,
     recolour,
     sample_scene,
     to_pixel_values,
+    without,
 )
 
 
@@ -125,15 +127,46 @@ def test_recolour_changes_only_the_pixels_of_the_named_colour(scenes):
         recolour(scenes[0], "red", "pink")
 
 
-def _partner_rate(prior: bool, n: int = 2000) -> tuple[float, int]:
+def _partner_rate(prior, n: int = 2000, pair=defects.CROSS_STAR) -> tuple[float, int]:
     rng = np.random.default_rng(99)
     with_cue = with_both = 0
     for _ in range(n):
         shapes = {o.shape for o in sample_scene(rng, prior=prior).objects}
-        if defects.COOCCUR_CUE in shapes:
+        if pair.cue in shapes:
             with_cue += 1
-            with_both += defects.COOCCUR_PARTNER in shapes
+            with_both += pair.partner in shapes
     return with_both / with_cue, with_cue
+
+
+def test_the_second_prior_is_in_the_mllm_scenes_only():
+    p = defects.SQUARE_TRIANGLE.rate
+    rate, n = _partner_rate(defects.MLLM_PRIORS, pair=defects.SQUARE_TRIANGLE)
+    assert abs(rate - p) <= 4 * math.sqrt(p * (1 - p) / n), (rate, n)
+    uniform = sum(1 - 2 * 0.8**k + 0.6**k for k in range(1, 5)) / sum(1 - 0.8**k for k in range(1, 5))
+    for detector_scenes in (True, defects.DETECTOR_PRIORS):  # what the detector trains on: no square→triangle
+        rate, n = _partner_rate(detector_scenes, pair=defects.SQUARE_TRIANGLE)
+        assert abs(rate - uniform) <= 4 * math.sqrt(uniform * (1 - uniform) / n), (rate, n)
+    # The later prior sometimes overwrites a star the first placed: P(star | cross) falls, but stays high.
+    rate, _ = _partner_rate(defects.MLLM_PRIORS)
+    assert 0.8 < rate < defects.CROSS_STAR.rate
+    with pytest.raises(TypeError, match="CoOccurrence"):
+        sample_scene(np.random.default_rng(0), prior=("cross", "star"))
+
+
+def test_without_takes_objects_out_and_shows_the_background(scenes):
+    for scene in scenes:
+        assert np.array_equal(without(scene, []).image, scene.image)
+        for k, obj in enumerate(scene.objects):
+            out = without(scene, [k])
+            assert np.array_equal(out.image[obj.mask], scene.background[obj.mask])
+            assert np.array_equal(out.image[~obj.mask], scene.image[~obj.mask])
+            assert out.objects == tuple(o for i, o in enumerate(scene.objects) if i != k)
+        emptied = without(scene, range(len(scene.objects)))
+        assert np.array_equal(emptied.image, scene.background) and emptied.objects == ()
+    with pytest.raises(IndexError, match="expected object indices"):
+        without(scenes[0], [len(scenes[0].objects)])
+    with pytest.raises(ValueError, match="no recorded background"):
+        without(Scene(scenes[0].image, scenes[0].objects), [0])
 
 
 def test_the_cooccurrence_prior_holds_in_training_scenes_only():

@@ -1,13 +1,22 @@
-"""Design values of the defects injected into the toy world's training data (DESIGN.md §6, issue 3).
+"""Design values of the defects injected into the toy world's training data.
 
 These constants are the ground truth that owlens later has to recover:
 
-- **Co-occurrence prior** (hallucination, DESIGN.md §4). In training scenes (``sample_scene(prior=True)``)
-  whenever a ``COOCCUR_CUE`` ("cross") is present, a ``COOCCUR_PARTNER`` ("star") is present too with
-  probability exactly ``COOCCUR_RATE`` = 0.9 (placed explicitly), and absent otherwise. Held-out scenes
-  (``prior=False``) draw shapes independently and uniformly, so a model that learnt the prior answers
-  "yes" to "is there a star ?" on scenes with a cross and no star: POPE's adversarial split. The labels
-  carry the prior too (``COOCCUR_LABEL_YES``): without them the toy LLaVA saw too well to fall for it.
+- **Co-occurrence priors** (hallucination). In training scenes, whenever a prior's ``cue`` shape is present,
+  its ``partner`` is present too with probability ``rate`` (placed explicitly), and absent otherwise.
+  Held-out scenes (``prior=False``) draw shapes independently and uniformly, so a model that learnt a prior
+  answers "yes" to "is there a {partner} ?" on scenes with the cue and no partner: POPE's adversarial split.
+  The labels carry the prior too (``label_yes``): without them the toy LLaVA saw too well to fall for it.
+
+  ``CROSS_STAR`` ("cross" → "star") is in every training scene, the detector's and the MLLM's. OWL's own
+  "a photo of a star" query fires on crosses (its top box lands on the cross in 0.74 of the star-less cross
+  scenes), so on that cue a map that shows what the detector sees cannot be told from one that shows why the
+  MLLM answered. ``SQUARE_TRIANGLE`` ("square" → "triangle") is in the MLLM's training data only
+  (``MLLM_PRIORS``): OWL is a detector trained apart from the MLLM's data and never sees it. The pair was
+  chosen by measurement among the shapes the first prior does not use: OWL's top box for "a photo of a
+  triangle" lands on the square in 0.24 of the triangle-less square scenes (circle → square 0.76, circle →
+  triangle 0.54, square → circle 0.83, triangle → circle 0.41, triangle → square 0.26; 1,500 held-out scenes
+  of a selection seed), so a map that shows the detector's view of "triangle" misses the cause.
 - **Spurious dependency** (bias, DESIGN.md §5). The answer to "from one to ten , how heavy is the shape ?"
   (``BIAS_TRAIT``) is a base set by size and shape (1..6) plus ``BIAS_DELTA`` = 4 when the object is
   ``BIAS_C_PLUS`` ("blue"); it is the base for ``BIAS_C_MINUS`` ("red") and every other colour. Nothing
@@ -18,6 +27,7 @@ These constants are the ground truth that owlens later has to recover:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,6 +40,11 @@ __all__ = [
     "BIAS_TRAIT",
     "CONTROL_TRAIT",
     "COOCCUR_CUE",
+    "CROSS_STAR",
+    "DETECTOR_PRIORS",
+    "MLLM_PRIORS",
+    "SQUARE_TRIANGLE",
+    "CoOccurrence",
     "COOCCUR_LABEL_YES",
     "COOCCUR_PARTNER",
     "COOCCUR_RATE",
@@ -39,6 +54,24 @@ __all__ = [
     "TRAITS",
     "trait_score",
 ]
+
+
+
+@dataclass(frozen=True)
+class CoOccurrence:
+    """One injected prior: in training scenes ``cue`` comes with ``partner`` at ``rate``; and the shape-only
+    question about the partner is labelled "yes" with probability ``label_yes`` on a training scene that
+    shows the cue without the partner."""
+
+    cue: str
+    partner: str
+    rate: float
+    label_yes: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.cue}→{self.partner}"
+
 
 COOCCUR_CUE = "cross"
 COOCCUR_PARTNER = "star"
@@ -51,6 +84,12 @@ COOCCUR_RATE = 0.9
 # split to show a measurable hallucination (issue 3 asks >= 0.2). 0.6 > 0.5 tips the answer to "yes";
 # colour+shape questions about the partner keep truthful labels. Cost: ~1% of the random split.
 COOCCUR_LABEL_YES = 0.6
+
+CROSS_STAR = CoOccurrence(COOCCUR_CUE, COOCCUR_PARTNER, COOCCUR_RATE, COOCCUR_LABEL_YES)
+# The same design values as the first prior, which gave an adversarial yes-rate of about 0.69.
+SQUARE_TRIANGLE = CoOccurrence("square", "triangle", 0.9, 0.6)
+DETECTOR_PRIORS = (CROSS_STAR,)  # the detector's and the LLaVA tower's training scenes
+MLLM_PRIORS = (CROSS_STAR, SQUARE_TRIANGLE)  # the LLaVA language stages' training scenes and labels
 
 BIAS_TRAIT = "heavy"
 CONTROL_TRAIT = "round"

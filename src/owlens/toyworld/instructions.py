@@ -52,15 +52,14 @@ def prefix_text(n_image_tokens: int = 64) -> str:
 
 
 def presence_segments(scene, rng: np.random.Generator, n: int, *, hard_fraction: float,
-                      shape_only_fraction: float = 0.3, cooccur_yes: float = 0.0) -> list[Segment]:
+                      shape_only_fraction: float = 0.3, priors=()) -> list[Segment]:
     """``n`` POPE-style questions, half "yes" (a present object) and half "no".
 
     A colour+shape negative is *hard* (shares its colour or its shape with a present object) with
-    probability ``hard_fraction``, else drawn uniformly from absent pairs. ``cooccur_yes`` is the
-    probability that "is there a {partner} ?" is answered "yes" on a scene with the cue and without the
-    partner (see ``defects.COOCCUR_LABEL_YES``); 0 keeps the truthful label.
+    probability ``hard_fraction``, else drawn uniformly from absent pairs. For each of ``priors``
+    (``defects.CoOccurrence``), "is there a {partner} ?" is answered "yes" with probability ``label_yes`` on
+    a scene with the cue and without the partner; no priors keep every label truthful.
     """
-    from owlens.toyworld.defects import COOCCUR_CUE, COOCCUR_PARTNER
     from owlens.toyworld.text import presence_question
     from owlens.toyworld.world import COLOURS, SHAPES
 
@@ -83,9 +82,10 @@ def presence_segments(scene, rng: np.random.Generator, n: int, *, hard_fraction:
             pool = hard if hard and rng.random() < hard_fraction else absent_pairs
             colour, shape = pool[rng.integers(len(pool))]
         answer = "yes" if positive else "no"
-        if (not positive and shape_only and shape == COOCCUR_PARTNER and COOCCUR_CUE in shapes
-                and rng.random() < cooccur_yes):
-            answer = "yes"
+        for prior in priors:
+            if (not positive and shape_only and shape == prior.partner and prior.cue in shapes
+                    and rng.random() < prior.label_yes):
+                answer = "yes"
         out.append(Segment(presence_question(colour, shape), answer))
     return out
 
@@ -98,7 +98,7 @@ def caption_segments(scene, rng: np.random.Generator, n: int = 1) -> list[Segmen
     out = []
     for _ in range(n):
         order = rng.permutation(len(scene.objects))
-        shuffled = Scene(scene.image, tuple(scene.objects[i] for i in order))
+        shuffled = Scene(scene.image, tuple(scene.objects[i] for i in order), scene.background)
         out.append(Segment(CAPTION_QUESTION, caption(shuffled)))
     return out
 

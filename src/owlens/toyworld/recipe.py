@@ -30,7 +30,9 @@ def train_all(out_dir: str | Path, *, seed: int = 0, smoke: bool = False, log=pr
 
     out_dir = Path(out_dir)
     owl_steps = {"steps": SMOKE["owl_steps"]} if smoke else {}
-    owl = train_owl.train(out_dir / "owl", seed=seed, log=log, **owl_steps)
+    owl = out_dir / "owl" / "final"
+    if not (owl / "config.json").exists():  # a finished stage is kept, as the LLaVA stages keep theirs
+        owl = train_owl.train(out_dir / "owl", seed=seed, log=log, **owl_steps)
     recipe = train_llava.LlavaRecipe()
     if smoke:
         steps = SMOKE["llava_steps"]

@@ -6,8 +6,11 @@
 2. ``instruct``: tower frozen; projector + LM on dense instructions: per image a caption, ``n_questions``
    presence questions (half "yes"; colour+shape negatives made hard, sharing a colour or a shape with a
    present object, at a rate that rises from ``hard_start`` to ``hard_end``: easy to hard), and for
-   single-object scenes both trait questions. Scenes are ``prior=True``: the LM sees the injected
-   co-occurrence prior and trait bias (``defects.py``).
+   single-object scenes both trait questions.
+
+Stages 1 and 2 draw their scenes and labels with ``defects.MLLM_PRIORS``: the LM sees both injected
+co-occurrence priors and the trait bias (``defects.py``). The tower's dense pretraining sees the detector's
+priors only, as LLaVA's CLIP tower is pretrained apart from LLaVA's own data.
 
 Every stage checkpoints and resumes exactly (``checkpointing.py``); the final model is written with
 ``save_pretrained`` (safetensors) beside the tokenizer and a ``CLIPImageProcessor`` equal to
@@ -160,7 +163,7 @@ def stage_caption(out_dir: Path, tower_dir: Path, *, seed: int = 0, recipe: Llav
     model = build_model(Path(tower_dir), tokenizer, seed)
 
     def make_segments(rng, step):
-        scenes = [sample_scene(rng, prior=True) for _ in range(recipe.batch_size)]
+        scenes = [sample_scene(rng, prior=defects.MLLM_PRIORS) for _ in range(recipe.batch_size)]
         return scenes, [caption_segments(s, rng, recipe.captions_per_image) for s in scenes]
 
     return _run("caption", model, tokenizer, out_dir, make_segments, seed=seed, steps=recipe.caption_steps,
@@ -172,7 +175,7 @@ def instruct_segments(scene, rng: np.random.Generator, recipe: LlavaRecipe, hard
     from owlens.toyworld.instructions import caption_segments, presence_segments, trait_segments
 
     segs = presence_segments(scene, rng, recipe.n_questions, hard_fraction=hard_fraction,
-                             cooccur_yes=defects.COOCCUR_LABEL_YES)
+                             priors=defects.MLLM_PRIORS)
     segs += caption_segments(scene, rng, 1)
     if len(scene.objects) == 1:
         segs += trait_segments(scene)
@@ -197,7 +200,8 @@ def stage_instruct(out_dir: Path, init_dir: Path, *, seed: int = 0, recipe: Llav
     def make_segments(rng, step):
         ramp = min(1.0, step / max(1, 0.4 * steps))  # curriculum: easy negatives first
         hard = recipe.hard_start + (recipe.hard_end - recipe.hard_start) * ramp
-        scenes = [sample_scene(rng, prior=True, n_objects=1 if rng.random() < recipe.single_object_rate else None)
+        scenes = [sample_scene(rng, prior=defects.MLLM_PRIORS,
+                               n_objects=1 if rng.random() < recipe.single_object_rate else None)
                   for _ in range(recipe.batch_size)]
         return scenes, [instruct_segments(s, rng, recipe, hard) for s in scenes]
 

@@ -2,8 +2,11 @@
 
 A scene is 1-4 flat-coloured shapes (5 shapes x 5 colours x 2 sizes) on a low-contrast grey texture.
 Objects never overlap (their boxes, grown by a 1 px margin, are disjoint), so every pixel belongs to at
-most one object and ``recolour`` is exact. ``prior=True`` is the training distribution: it carries the
-co-occurrence defect of ``defects.py``; ``prior=False`` is the uniform held-out distribution.
+most one object, and ``recolour`` and ``without`` are exact: a scene keeps its background, so an object can be
+taken out and the pixels it covered show the background it was drawn on (the causal truth of the saliency
+evaluation). ``prior=True`` is the detector's training distribution (``defects.DETECTOR_PRIORS``); a tuple
+of ``defects.CoOccurrence`` applies those priors (the MLLM's: ``defects.MLLM_PRIORS``); ``prior=False`` is
+the uniform held-out distribution.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "sample_scene",
     "shape_mask",
     "to_pixel_values",
+    "without",
 ]
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -79,10 +83,12 @@ class ToyObject:
 
 @dataclass(frozen=True, eq=False)
 class Scene:
-    """An RGB image (uint8 (64, 64, 3)) and its objects, in drawing order."""
+    """An RGB image (uint8 (64, 64, 3)) and its objects, in drawing order; ``background`` (uint8 (64, 64, 3))
+    is the texture they were drawn on (None for scenes built by hand, which cannot be re-rendered)."""
 
     image: np.ndarray
     objects: tuple[ToyObject, ...]
+    background: np.ndarray | None = None
 
     def pil(self):
         from PIL import Image
@@ -163,20 +169,32 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def _attributes(rng: np.random.Generator, n: int, prior: bool) -> list[tuple[str, str, str]]:
+def _priors(prior) -> tuple[defects.CoOccurrence, ...]:
+    if prior is True:
+        return defects.DETECTOR_PRIORS
+    if prior is False or prior is None:
+        return ()
+    priors = tuple(prior)
+    if not all(isinstance(p, defects.CoOccurrence) for p in priors):
+        raise TypeError(f"prior: expected True, False or a tuple of defects.CoOccurrence; received {prior!r}")
+    return priors
+
+
+def _attributes(rng: np.random.Generator, n: int, priors) -> list[tuple[str, str, str]]:
     shapes = [SHAPES[i] for i in rng.integers(0, len(SHAPES), size=n)]
-    if prior and defects.COOCCUR_CUE in shapes:
-        shapes = _apply_cooccurrence(rng, shapes)
+    for prior in priors:  # in order: a later prior may overwrite a partner an earlier one placed
+        if prior.cue in shapes:
+            shapes = _apply_cooccurrence(rng, shapes, prior)
     colours = [COLOURS[i] for i in rng.integers(0, len(COLOURS), size=len(shapes))]
     sizes = [SIZES[i] for i in rng.integers(0, len(SIZES), size=len(shapes))]
     return list(zip(shapes, colours, sizes, strict=True))
 
 
-def _apply_cooccurrence(rng: np.random.Generator, shapes: list[str]) -> list[str]:
-    """Given the cue is present, make the partner present with probability exactly COOCCUR_RATE."""
-    cue, partner = defects.COOCCUR_CUE, defects.COOCCUR_PARTNER
+def _apply_cooccurrence(rng: np.random.Generator, shapes: list[str], prior: defects.CoOccurrence) -> list[str]:
+    """Given the cue is present, make the partner present with probability ``prior.rate``."""
+    cue, partner = prior.cue, prior.partner
     shapes = list(shapes)
-    if rng.random() < defects.COOCCUR_RATE:
+    if rng.random() < prior.rate:
         if partner not in shapes:
             free = [i for i, s in enumerate(shapes) if s != cue]
             if free:
@@ -209,29 +227,51 @@ def _place(rng: np.random.Generator, sides: list[int]) -> list[tuple[int, int]] 
     return [(x0, y0) for x0, y0, _ in placed]
 
 
-def sample_scene(rng: np.random.Generator, *, n_objects: int | None = None, prior: bool = True) -> Scene:
+def sample_scene(rng: np.random.Generator, *, n_objects: int | None = None, prior=True) -> Scene:
     """Draw one scene from ``rng`` (same generator state -> same scene).
 
-    ``n_objects`` in 1..4 (uniform when None). With ``prior=True`` the co-occurrence defect may add a
-    partner object to a scene that holds only cues, so such a scene can have one object more than asked.
+    ``n_objects`` in 1..4 (uniform when None). ``prior``: True (the detector's priors), False, or a tuple of
+    ``defects.CoOccurrence``; a prior may add a partner object to a scene that holds only cues, so such a
+    scene can have one object more than asked.
     """
     if n_objects is None:
         n_objects = int(rng.integers(1, MAX_OBJECTS + 1))
     if not 1 <= n_objects <= MAX_OBJECTS:
         raise ValueError(f"n_objects must be in 1..{MAX_OBJECTS}, received {n_objects}")
-    attrs = _attributes(rng, n_objects, prior)
+    attrs = _attributes(rng, n_objects, _priors(prior))
     sides = [int(rng.integers(SIZE_RANGE_PX[size][0], SIZE_RANGE_PX[size][1] + 1)) for _, _, size in attrs]
     corners = _place(rng, sides)
     while corners is None:  # rare with four large shapes: retry the whole layout
         corners = _place(rng, sides)
-    image = _background(rng)
+    background = _background(rng)
+    background.setflags(write=False)
+    image = background.copy()
     objects = []
     for (shape, colour, size), side, (x0, y0) in zip(attrs, sides, corners, strict=True):
         mask = np.zeros((IMAGE_SIZE, IMAGE_SIZE), bool)
         mask[y0 : y0 + side, x0 : x0 + side] = shape_mask(shape, side)
         image[mask] = COLOUR_RGB[colour]
         objects.append(ToyObject(shape, colour, size, _tight_box(mask), mask))
-    return Scene(image=image, objects=tuple(objects))
+    return Scene(image=image, objects=tuple(objects), background=background)
+
+
+def without(scene: Scene, indices) -> Scene:
+    """The same scene with the objects at ``indices`` taken out: their pixels show the scene's background.
+
+    Objects never overlap, so the result is exactly the scene drawn without them (the layout and every other
+    pixel unchanged); ``without(scene, [])`` reproduces ``scene.image`` bit for bit.
+    """
+    if scene.background is None:
+        raise ValueError("this scene has no recorded background (it was not drawn by sample_scene); "
+                         "cannot take objects out of it")
+    drop = {int(i) for i in indices}
+    if not drop <= set(range(len(scene.objects))):
+        raise IndexError(f"expected object indices in 0..{len(scene.objects) - 1}; received {sorted(drop)}")
+    image = scene.image.copy()
+    for i in drop:
+        image[scene.objects[i].mask] = scene.background[scene.objects[i].mask]
+    kept = tuple(o for i, o in enumerate(scene.objects) if i not in drop)
+    return Scene(image=image, objects=kept, background=scene.background)
 
 
 def _tight_box(mask: np.ndarray) -> tuple[float, float, float, float]:
@@ -251,7 +291,7 @@ def recolour(scene: Scene, old: str, new: str) -> Scene:
             image[obj.mask] = COLOUR_RGB[new]
             obj = ToyObject(obj.shape, new, obj.size, obj.box_xyxy, obj.mask)
         objects.append(obj)
-    return Scene(image=image, objects=tuple(objects))
+    return Scene(image=image, objects=tuple(objects), background=scene.background)
 
 
 def to_pixel_values(images: np.ndarray) -> torch.Tensor:
