@@ -67,7 +67,8 @@ def read_saliency(folder: str | Path, base: str, field: str) -> tuple[np.ndarray
         payload = json.loads(explanation.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunFormatError(f"{field}: cannot read the explanation {explanation}: {err}") from None
-    _check_explanation(_object(payload, f"{field}: {explanation}"), f"{field}: {explanation}")
+    where = f"{field}: {explanation}"
+    _check_explanation(_object(payload, where), where)
     return values, payload
 
 
@@ -220,15 +221,15 @@ def _check_hallucination(hallucination: dict, field: str) -> None:
 def _check_explanation(explanation: dict, field: str) -> None:
     """The query and the per-box weights a report draws (``Saliency.to_dict``); either may be null."""
     query, weights, boxes = (explanation.get(k) for k in ("query", "class_weights", "boxes_cxcywh"))
-    _check(query is None or isinstance(query, str), f"{field}.query", "a string or null", query)
+    _check(query is None or isinstance(query, str), f"{field}: query", "a string or null", query)
     if weights is None or boxes is None:
         return
-    _check(isinstance(weights, list) and all(map(_finite, weights)), f"{field}.class_weights",
+    _check(isinstance(weights, list) and all(map(_finite, weights)), f"{field}: class_weights",
            "a list of finite numbers", weights)
-    for k, box in enumerate(_list(boxes, f"{field}.boxes_cxcywh")):
-        _numbers(box, f"{field}.boxes_cxcywh[{k}]", 4)
-    _check(len(boxes) == len(weights), f"{field}.boxes_cxcywh", f"one box per class weight ({len(weights)})", boxes)
-    _numbers(explanation.get("image_size"), f"{field}.image_size", 2)
+    for k, box in enumerate(_list(boxes, f"{field}: boxes_cxcywh")):
+        _numbers(box, f"{field}: boxes_cxcywh[{k}]", 4)
+    _check(len(boxes) == len(weights), f"{field}: boxes_cxcywh", f"one box per class weight ({len(weights)})", boxes)
+    _numbers(explanation.get("image_size"), f"{field}: image_size", 2)
 
 
 def _check_bias(bias: dict) -> None:
