@@ -61,8 +61,9 @@ def read_saliency(folder: str | Path, base: str, field: str) -> tuple[np.ndarray
         values = np.load(npy, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
         raise RunFormatError(f"{field}: cannot read the map {npy}: {err}") from None
-    _check(values.ndim == 2 and values.size > 0 and values.dtype.kind in "fiu", f"{field}: {npy}",
-           "a non-empty (H, W) array of numbers", f"shape {values.shape}, dtype {values.dtype}")
+    if values.ndim != 2 or values.size == 0 or values.dtype.kind not in "fiu":
+        raise RunFormatError(f"{field}: {npy}: expected a non-empty (H, W) array of numbers; received shape "
+                             f"{values.shape}, dtype {values.dtype}")
     try:
         payload = json.loads(explanation.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -57,6 +57,7 @@ def crafted_run(folder: Path, text: str) -> Path:
     item["id"] = text
     item["answer"] = {"prompt": text, "text": text,
                       "tokens": [{"index": i, "token": f"{text}{i}", "token_id": i} for i in range(4)]}
+    item["saliency"][text] = item["saliency"].pop("random")  # a method name: an option of the menu
     item["detections"][0]["query"] = text
     for entry in item["hallucination"]["objects"]:
         entry["name"] = text
@@ -74,7 +75,8 @@ const text = (selector) => Array.from(document.querySelectorAll(selector), (el) 
 return {pwned: typeof window.__pwned, owlens: typeof window.owlens, title: text('head > title'), h1: text('h1'),
         prompt: text('#answer-prompt'), tokens: text('.token'), detections: text('#detections'),
         objects: text('#hallucination-rows td:first-child'), info: text('#info'), footer: text('footer dt, footer dd'),
-        pope: text('#pope td:first-child'), note: text('#bias p'), bias: text('#bias svg text'),
+        methods: text('#method option'), pope: text('#pope td:first-child'), note: text('#bias p'),
+        bias: text('#bias svg text'),
         scripts: document.scripts.length};
 """
 
@@ -93,7 +95,7 @@ def test_script_payloads_in_every_text_field_are_shown_as_text(tmp_path):
             np.testing.assert_allclose(values, np.load(page.parent / "maps/scene-000/ga/001.npy"),
                                        atol=0.5 / 255 + 1e-9)
             assert shown["title"] == shown["h1"] == [text] and shown["prompt"] == [text], text
-            assert shown["tokens"] == [f"{text}{i}" for i in range(4)], text
+            assert shown["tokens"] == [f"{text}{i}" for i in range(4)] and shown["methods"] == ["ga", text], text
             assert shown["detections"] == [f"{text} 0.90"] and shown["objects"] == [text, text], text
             assert shown["info"] == [f"token “{text}1” · ga · query “{text}”"], text
             footer = shown["footer"]
@@ -287,4 +289,12 @@ def test_a_decompression_bomb_is_an_unreadable_image(tmp_path, monkeypatch):
     folder = make_run(tmp_path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the 64x48 image is then more than twice the limit
     with pytest.raises(RunFormatError, match=r"^items\[0\]\.image: cannot read image .*scene-000\.png"):
+        render_report(folder)
+
+
+def test_a_map_that_is_no_image_is_refused(tmp_path):
+    folder = make_run(tmp_path)
+    np.save(folder / "maps/scene-000/ga/001.npy", np.zeros(5, np.float32))
+    with pytest.raises(RunFormatError, match=r"^items\[0\]\.saliency\.ga\.1: .*001\.npy: expected a non-empty "
+                                             r"\(H, W\) array of numbers; received shape \(5,\)"):
         render_report(folder)
