@@ -37,6 +37,11 @@ def test_demo_writes_a_complete_run(demo_run):
             assert values.shape == (64, 64) and 0 <= values.min() and values.max() <= 1
     assert run["bias"]["figures"]["injected_delta"] == 4
     assert report.items == 3 and report.path.is_file()
+    # The bias plot is drawn by the report from the summary's numbers; no .svg file is written or read.
+    assert set(run["bias"]["summary"]["groups"]) == {"toy"} and run["bias"]["title"]
+    assert not list(folder.glob("*.svg"))
+    bias = report.path.read_text().split('<section id="bias"', 1)[1]
+    assert bias.index("<svg") < bias.index("</section>") and "toy · heavy" in bias
 
 
 def test_clicking_two_tokens_shows_their_saved_maps(demo_run, tmp_path):

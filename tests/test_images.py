@@ -50,3 +50,11 @@ def test_missing_file_and_bad_arrays():
         load_image(np.zeros((2, 2, 5), dtype=np.uint8))
     with pytest.raises(ImageReadError, match="float64"):
         load_image(np.zeros((2, 2, 3)))
+
+
+def test_a_decompression_bomb_names_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (64, 48)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 3072 pixels: more than twice the limit, as a bomb is
+    with pytest.raises(ImageReadError, match="bomb.png.*exceeds limit"):
+        load_image(path)

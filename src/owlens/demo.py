@@ -101,19 +101,18 @@ def _item(model, folder: Path, item_id: str, scene, question: str, explainers: d
     }
 
 
-def _bias(model, folder: Path, settings: DemoSettings) -> dict:
+def _bias(model, settings: DemoSettings) -> dict:
     from owlens.bias.toy import validate_toy
-    from owlens.viz.bias_plot import bias_plot_svg
 
     result = validate_toy(model, seed=settings.seed, n_scenes=settings.bias_scenes)
-    svg = bias_plot_svg({"groups": {"toy": result.summary}}, title="toy world: red → blue as OWL sees it")
-    (folder / "bias.svg").write_text(svg)
     figures = result.to_dict()
     note = (f"Injected Δ = {figures['injected_delta']:g} on 'heavy'; measured {figures['biased']['delta']:.2f} "
             f"(95% CI {figures['biased']['ci'][0]:.2f}…{figures['biased']['ci'][1]:.2f}); control trait "
             f"{figures['control']['delta']:.2f}; random perturbation {figures['random_control']['delta']:.2f}; "
             f"OWL swapped red→blue on {figures['owl_swap_success']:.0%} of {settings.bias_scenes} scenes.")
-    return {"svg": "bias.svg", "note": note, "figures": {k: v for k, v in figures.items() if k != "summary"}}
+    # The plot's input, not the plot: the report draws it from these numbers (a pasted SVG could carry script).
+    return {"title": "toy world: red → blue as OWL sees it", "summary": {"groups": {"toy": result.summary}},
+            "note": note, "figures": {k: v for k, v in figures.items() if k != "summary"}}
 
 
 def run_demo(out_dir: str | Path, *, model=None, settings: DemoSettings = DemoSettings(), log=print) -> Path:
@@ -133,7 +132,7 @@ def run_demo(out_dir: str | Path, *, model=None, settings: DemoSettings = DemoSe
         timings[f"{item_id}_s"] = round(time.perf_counter() - tick, 2)
         log(f"{item_id}: {question!r} → {items[-1]['answer']['text']!r}")
     tick = time.perf_counter()
-    bias = _bias(model, folder, settings)
+    bias = _bias(model, settings)
     timings["bias_s"] = round(time.perf_counter() - tick, 2)
     log(bias["note"])
     timings["total_s"] = round(time.perf_counter() - start, 2)

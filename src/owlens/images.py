@@ -58,5 +58,7 @@ def load_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
         with Image.open(path) as opened:
             opened.load()  # decode now: a truncated file fails here, not later inside a model call
             return to_rgb(opened)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    # A decompression bomb (a small file that decodes to gigapixels) is refused by PIL with an error that is
+    # no OSError: it is as unreadable as a corrupt file.
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err

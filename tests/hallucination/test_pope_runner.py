@@ -1,15 +1,17 @@
-"""The POPE runner on a tiny J: what a row holds, resuming after a crash, torn lines, missing images, shards,
-and memory that holds one batch of embeddings at a time."""
+"""The POPE runner on a tiny J: what a row holds, resuming after a crash, torn lines, missing images, image
+paths that leave the images folder, shards, and memory that holds one batch of embeddings at a time."""
 
+import dataclasses
 import json
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
 
 from owlens.hallucination import runner
 from owlens.hallucination.answers import parse_answer
-from owlens.hallucination.pope_format import read_questions
+from owlens.hallucination.pope_format import read_questions, write_questions
 from owlens.hallucination.runner import PopeRunConfig, merge_parts, part_paths, run_pope
 from owlens.hallucination.toy_pope import build_toy_pope
 from owlens.models.tiny import tiny_joint, tiny_processor
@@ -155,3 +157,28 @@ def test_memory_holds_one_batch_of_embeddings_and_reads_questions_lazily(model, 
     assert most[0] == 1  # the previous batch's embeddings are gone before the next batch is encoded
     # The counting pass reads the file once; the answering pass had read one batch (+1) when it first wrote.
     assert first_write[0] <= total + CONFIG.batch_size + 1
+
+
+def test_image_paths_leaving_the_images_folder_are_skipped_and_never_read(model, toy, tmp_path, monkeypatch):
+    images, outside = tmp_path / "images", tmp_path / "outside"
+    images.mkdir()
+    outside.mkdir()
+    for path in toy.images.iterdir():
+        (images / path.name).write_bytes(path.read_bytes())
+        (outside / path.name).write_bytes(path.read_bytes())  # readable images, in the wrong place
+    asked = list(read_questions(toy.questions["random"]))
+    (images / "link.png").symlink_to(outside / asked[2].image)
+    escaping = [str(outside / asked[0].image), f"../outside/{asked[1].image}", "link.png"]
+    crafted = [dataclasses.replace(q, image=name) for q, name in zip(asked, escaping)] + asked[3:]
+    write_questions(tmp_path / "q.json", crafted)
+    opened, load = [], runner.load_image
+    monkeypatch.setattr(runner, "load_image", lambda path: opened.append(path) or load(path))
+    messages = []
+    result = run_pope(model, tmp_path / "q.json", images, tmp_path / "a.jsonl", CONFIG, progress=False,
+                      log=messages.append)
+    assert result.skipped == 3 and result.answered == len(asked) - 3 and list(result.missing_images) == escaping
+    assert all(images.resolve() in Path(p).parents for p in opened), opened  # nothing outside was opened
+    assert len(messages) == 3
+    for name, message, why in zip(escaping, messages, ("absolute path", "climbs out", "through a link")):
+        assert message.startswith(f"skipping the questions on {name}: image: ") and why in message, message
+    assert {r["image"] for r in _rows(tmp_path / "a.jsonl")}.isdisjoint(escaping)

@@ -1,11 +1,11 @@
 """The POPE runner: every question answered by the MLLM and checked by the detector from the same E.
 
-Per question (DESIGN.md §4): the generated answer, its yes/no as POPE's reference reads it, P(yes) from the
+Per question: the generated answer, its yes/no as POPE's reference reads it, P(yes) from the
 logits at the answer's first position, OWL's presence score p_c = sigmoid(max over boxes of the logit for
 "a photo of a {c}") with its best box, and the flag (``flag.py``). Rows are appended to a JSONL file as they
 are computed (``journal.py``), so a rerun resumes where a run stopped; questions are streamed and batched, so
-memory holds one batch of embeddings whatever the file's length. A missing or unreadable image is reported
-once and its questions are skipped (a rerun retries them).
+memory holds one batch of embeddings whatever the file's length. A missing or unreadable image, or one whose
+path leaves the images folder, is reported once and its questions are skipped (a rerun retries them).
 
 Sharding: ``shard=(index, count)`` answers every ``count``-th question from ``index`` into its own part file
 ``OUT.part-{index}``; ``merge_parts`` then writes them into OUT in question order. Under
@@ -26,6 +26,7 @@ from owlens.hallucination.flag import PresenceThreshold, flag_scores, flags
 from owlens.hallucination.journal import Journal, complete_rows
 from owlens.hallucination.pope_format import QUERY_TEMPLATE, PopeQuestion, object_of, read_questions
 from owlens.images import ImageReadError, load_image
+from owlens.persist import OutsideFolderError, confined
 
 __all__ = ["PopeRunConfig", "PopeRow", "PopeRunResult", "run_pope", "merge_parts", "part_paths"]
 
@@ -117,7 +118,11 @@ def _pending(questions: Path, shard: tuple[int, int], done: dict, out: Path) -> 
 
 
 class _Images:
-    """Loads a batch's images; reports each missing/unreadable one once."""
+    """Loads a batch's images; reports each missing/unreadable one once.
+
+    A question file may come from anywhere: an image path that leaves the images folder (absolute, ``..``, a
+    link out) is reported like an unreadable image and never opened.
+    """
 
     def __init__(self, folder: Path, log):
         self.folder, self.log, self.missing = folder, log, []
@@ -126,8 +131,8 @@ class _Images:
         loaded = {}
         for name in dict.fromkeys(names):
             try:
-                loaded[name] = load_image(self.folder / name)
-            except ImageReadError as err:
+                loaded[name] = load_image(confined(self.folder, name, what="image"))
+            except (ImageReadError, OutsideFolderError) as err:
                 if name not in self.missing:
                     self.missing.append(name)
                     self.log(f"skipping the questions on {name}: {err}")

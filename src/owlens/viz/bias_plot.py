@@ -67,13 +67,13 @@ def bias_plot_svg(summary: dict, *, reading: str = "expected", title: str | None
         for k, (condition, figure) in enumerate(figures):
             y, colour = top + 8 + k * 8, COLOURS.get(condition, "#444444")
             lo, hi = figure["ci95"]
-            if lo is not None and math.isfinite(lo):
+            if _drawn(lo) and _drawn(hi):
                 parts.append(f'<line x1="{x(lo):.1f}" y1="{y}" x2="{x(hi):.1f}" y2="{y}" stroke="{colour}" '
                              'stroke-width="2"/>')
-            if figure["delta"] is not None and math.isfinite(figure["delta"]):
+            if _drawn(figure["delta"]):
                 parts.append(f'<circle cx="{x(figure["delta"]):.1f}" cy="{y}" r="3.5" fill="{colour}">'
-                             f'<title>{escape(condition)}: {figure["delta"]:+.3f} [{lo:+.3f}, {hi:+.3f}], '
-                             f'n={figure["n"]}</title></circle>')
+                             f'<title>{escape(condition)}: {_signed(figure["delta"])} [{_signed(lo)}, '
+                             f'{_signed(hi)}], n={escape(str(figure["n"]))}</title></circle>')
     axis = height - 40
     parts.append(f'<line x1="{_LEFT}" y1="{axis}" x2="{_WIDTH - _RIGHT}" y2="{axis}" stroke="black"/>')
     for tick in _ticks(low, high):
@@ -83,6 +83,15 @@ def bias_plot_svg(summary: dict, *, reading: str = "expected", title: str | None
                  'text-anchor="middle">score after perturbation − score on the clean E (same image)</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def _drawn(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _signed(value) -> str:
+    """A figure in a tooltip; a bound without pairs (None or NaN) reads "n/a" rather than failing the plot."""
+    return f"{value:+.3f}" if _drawn(value) else "n/a"
 
 
 def _ticks(low: float, high: float, count: int = 6) -> list[float]:
