@@ -181,9 +181,10 @@ def test_every_method_explains_the_same_logit_as_ga(model):
 
 
 def test_registry_and_unknown_names(model):
-    assert list(METHODS) == ["ga", "gradient", "gradient_input", "attention", "rollout", "detection_only", "random"]
+    assert list(METHODS) == ["ga", "object_attribution", "gradient", "gradient_input", "attention", "rollout",
+                             "detection_only", "random"]
     assert make_explainer("random", model, seed=3).seed == 3
-    with pytest.raises(ValueError, match="unknown explanation method 'lime'; expected one of ga, gradient, "):
+    with pytest.raises(ValueError, match="unknown explanation method 'lime'; expected one of ga, object_attribution, "):
         make_explainer("lime", model)
 
 

@@ -7,6 +7,7 @@ from owlens.explain.detection_only import DetectionOnly
 from owlens.explain.ga import GradientAlignment
 from owlens.explain.gradient import Gradient
 from owlens.explain.gradient_input import GradientInput
+from owlens.explain.object_attribution import ObjectAttribution
 from owlens.explain.random_map import RandomMap
 from owlens.explain.rollout import AttentionRollout
 
@@ -15,6 +16,7 @@ __all__ = ["METHODS", "make_explainer"]
 # GA first: it is the paper's method, the others are read against it.
 METHODS: dict[str, type] = {
     "ga": GradientAlignment,
+    "object_attribution": ObjectAttribution,
     "gradient": Gradient,
     "gradient_input": GradientInput,
     "attention": Attention,

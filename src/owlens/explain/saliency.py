@@ -9,7 +9,34 @@ import torch
 
 from owlens.explain.maps import boxes_to_pixels
 
-__all__ = ["Saliency"]
+__all__ = ["ObjectEvidence", "Saliency"]
+
+
+@dataclass(frozen=True)
+class ObjectEvidence:
+    """One object an explanation rests on: an OWL box, what OWL reads there, and what the MLLM loses without it.
+
+    index: the box's patch (OWL predicts one box per patch token, row-major). box_cxcywh: (4,) centre x, centre
+    y, width, height normalised to [0, 1]; box_xyxy_px: (4,) pixel corners of the image. concept: the best
+    matching query of the vocabulary, concept_score its sigmoid score. weight: the box's weight in the map,
+    in [0, 1]. tokens: how many image tokens the box covers. logit_without: the explained raw logit with those
+    tokens replaced by the image's mean patch token (one forward for all boxes); logit_drop = logit − that.
+    """
+
+    index: int
+    box_cxcywh: tuple[float, float, float, float]
+    box_xyxy_px: tuple[float, float, float, float]
+    concept: str
+    concept_score: float
+    weight: float
+    tokens: int
+    logit_without: float
+    logit_drop: float
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "box_cxcywh": list(self.box_cxcywh), "box_xyxy_px": list(self.box_xyxy_px),
+                "concept": self.concept, "concept_score": self.concept_score, "weight": self.weight,
+                "tokens": self.tokens, "logit_without": self.logit_without, "logit_drop": self.logit_drop}
 
 
 @dataclass(frozen=True)
@@ -28,6 +55,7 @@ class Saliency:
     class_weights: (N,) the class weights φ^cls after min-max over the boxes; the map paints these.
     coord_weights: (N, 4) the cx, cy, w, h weights, each column min-maxed on its own.
     class_cosines, coord_cosines: (N,) and (N, 4), the same before min-max: raw cosines in [-1, 1].
+    objects: for object-level methods, the objects the explanation rests on, heaviest first (``ObjectEvidence``).
     Per-box tensors are on the CPU in the dtype they were computed in (the model's); the map is float32.
     """
 
@@ -44,6 +72,7 @@ class Saliency:
     coord_weights: torch.Tensor | None = None
     class_cosines: torch.Tensor | None = None
     coord_cosines: torch.Tensor | None = None
+    objects: tuple[ObjectEvidence, ...] | None = None
 
     def map_array(self) -> np.ndarray:
         """The map as a float32 numpy array (H, W)."""
@@ -61,6 +90,7 @@ class Saliency:
         for name in ("boxes_cxcywh", "class_weights", "coord_weights", "class_cosines", "coord_cosines"):
             value = getattr(self, name)
             payload[name] = None if value is None else value.detach().cpu().double().tolist()
+        payload["objects"] = None if self.objects is None else [o.to_dict() for o in self.objects]
         if include_map:
             payload["map"] = self.map_array().tolist()
         return payload

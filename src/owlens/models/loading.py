@@ -19,7 +19,8 @@ from owlens.models.processor import LLAVA_15_TEMPLATE, JointProcessor, check_gri
 
 __all__ = ["CheckpointNotFoundError", "load_joint", "toy_checkpoints", "OWLENS_CONFIG"]
 
-OWLENS_CONFIG = "owlens.json"  # optional, beside an MLLM's weights: {"prompt_template": ...}
+# Optional, beside an MLLM's weights: {"prompt_template": ...}; beside a detector's: {"vocabulary": [queries]}.
+OWLENS_CONFIG = "owlens.json"
 TOY_WEIGHTS = Path(__file__).resolve().parent.parent / "toyworld" / "weights"
 
 
@@ -75,6 +76,20 @@ def _owl_class(source: str, offline: bool):
     return classes[config.model_type]
 
 
+def _owlens_settings(folder) -> dict:
+    """The optional owlens.json beside a checkpoint's weights (hub ids have none)."""
+    path = Path(str(folder)) / OWLENS_CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: expected a JSON object of owlens settings; cannot read it ({err})") from err
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: expected a JSON object of owlens settings; received {type(settings).__name__}")
+    return settings
+
+
 def load_joint(owl=None, mllm=None, projector=None, *, dtype="auto", device="auto",
                offline: bool | None = None, init_projector: str | None = None, init_seed: int = 0) -> JointModel:
     """Build J from an OWL detector, a LLaVA-family MLLM and a trained W (hub ids or folders).
@@ -115,13 +130,13 @@ def load_joint(owl=None, mllm=None, projector=None, *, dtype="auto", device="aut
     mllm_tokenizer = _load(AutoTokenizer, mllm, "MLLM tokenizer", offline=offline)
     owl_images = _load(AutoImageProcessor, owl, "detector image processor", offline=offline)
     llava_images = _load(AutoImageProcessor, mllm, "MLLM image processor", offline=offline)
-    extra = Path(str(mllm)) / OWLENS_CONFIG
-    settings = json.loads(extra.read_text()) if extra.is_file() else {}
+    settings, owl_settings = _owlens_settings(mllm), _owlens_settings(owl)
     processor = JointProcessor(
         owl_images, JointProcessor.without_centre_crop(llava_images, llava.config.vision_config.image_size),
         owl_tokenizer, mllm_tokenizer, grid=grid, image_token_id=int(llava.config.image_token_id),
         prompt_template=settings.get("prompt_template", LLAVA_15_TEMPLATE),
         query_length=owl_model.config.text_config.max_position_embeddings,
+        vocabulary=owl_settings.get("vocabulary"),
     )
     model = JointModel(owl_model, llava, alignment.to(dtype), processor).to(device)
     return model.eval()

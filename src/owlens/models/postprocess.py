@@ -8,7 +8,7 @@ import torch
 
 from owlens.models.detection import Detections
 
-__all__ = ["Box", "select_boxes"]
+__all__ = ["Box", "nms", "select_boxes"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,22 @@ def _iou(box: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     return inter / (area + areas - inter).clamp(min=1e-9)
 
 
+def nms(boxes_xyxy: torch.Tensor, scores: torch.Tensor, *, iou: float, max_keep: int,
+        threshold: float = float("-inf")) -> list[int]:
+    """Greedy non-maximum suppression: indices of boxes (N, 4) kept, best score (N,) first.
+
+    A box is dropped when its score is below ``threshold`` or its IoU with a kept box exceeds ``iou``.
+    """
+    kept: list[int] = []
+    for index in torch.argsort(scores, descending=True).tolist():
+        if scores[index] < threshold or len(kept) == max_keep:
+            break
+        if kept and bool((_iou(boxes_xyxy[index], boxes_xyxy[kept]) > iou).any()):
+            continue
+        kept.append(index)
+    return kept
+
+
 def select_boxes(detections: Detections, queries: list[str], width: int, height: int, *, image: int = 0,
                  threshold: float = 0.1, nms_iou: float = 0.3, max_per_query: int = 10) -> list[Box]:
     """Boxes of one image whose score passes ``threshold``, non-maximum suppressed per query, best first."""
@@ -40,13 +56,6 @@ def select_boxes(detections: Detections, queries: list[str], width: int, height:
     boxes = detections.boxes_xyxy_px(width, height)[image]  # (N, 4)
     selected: list[Box] = []
     for q, query in enumerate(queries):
-        order = torch.argsort(scores[:, q], descending=True)
-        kept: list[int] = []
-        for index in order.tolist():
-            if scores[index, q] < threshold or len(kept) == max_per_query:
-                break
-            if kept and bool((_iou(boxes[index], boxes[kept]) > nms_iou).any()):
-                continue
-            kept.append(index)
+        kept = nms(boxes, scores[:, q], iou=nms_iou, max_keep=max_per_query, threshold=threshold)
         selected += [Box(query, float(scores[i, q]), tuple(float(v) for v in boxes[i]), i) for i in kept]
     return sorted(selected, key=lambda box: -box.score)

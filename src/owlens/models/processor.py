@@ -53,7 +53,7 @@ class JointProcessor:
 
     def __init__(self, owl_image_processor, mllm_image_processor, owl_tokenizer, mllm_tokenizer, *,
                  grid: tuple[int, int], image_token_id: int, prompt_template: str = LLAVA_15_TEMPLATE,
-                 query_length: int = 16):
+                 query_length: int = 16, vocabulary: tuple[str, ...] | None = None):
         self.owl_image_processor = owl_image_processor
         self.mllm_image_processor = mllm_image_processor
         self.owl_tokenizer = owl_tokenizer
@@ -62,6 +62,8 @@ class JointProcessor:
         self.image_token_id = image_token_id
         self.prompt_template = prompt_template
         self.query_length = query_length
+        # The detector queries a checkpoint was trained on, to name what OWL sees in a box (None: unknown).
+        self.vocabulary = None if vocabulary is None else tuple(vocabulary)
 
     @property
     def num_image_tokens(self) -> int:

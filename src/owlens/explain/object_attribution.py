@@ -1,0 +1,170 @@
+"""Object attribution: OWL's boxes as the atoms of the explanation, weighted by the MLLM's own evidence.
+
+What only the joint model can say: *which object* an output token rests on, named by what the detector reads
+there. The atoms are OWL's boxes (non-maximum suppressed by their best score over a vocabulary of concepts, or
+all N boxes). Each atom covers the image tokens whose patch centre lies inside it (at least its own patch), and
+is weighted by the explained raw logit's gradient mass on those tokens of E, Σ_i ‖∂ logit / ∂E_i‖ — the MLLM's
+evidence, not the detector's score for the query (``weighting="occlusion"``: the logit drop when the tokens are
+replaced instead). The map paints each atom's box with its weight, pixelwise max as GA paints its boxes, plus
+``tie_weight`` times the per-token gradient norm, so that inside a box the tokens the logit depends on most come
+first (deletion and insertion read that order). The heaviest atoms are listed as ``Saliency.objects`` with their
+concept, and the logit the MLLM gives with each atom's tokens replaced by the image's mean patch token (all
+atoms in one batched forward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from owlens.explain._baseline import BaselineExplainer, grid_to_image
+from owlens.explain._lm_grads import logit_gradients, pad_plans
+from owlens.explain.maps import boxes_to_pixels, paint_boxes
+from owlens.explain.saliency import ObjectEvidence, Saliency
+from owlens.explain.targets import TokenPlan
+from owlens.hallucination.vocabulary import coco_vocabulary
+from owlens.models.language import position_ids
+from owlens.models.postprocess import nms
+
+__all__ = ["ObjectAttribution", "covered_tokens", "default_vocabulary"]
+
+ATOMS = ("nms", "all")
+WEIGHTINGS = ("gradient", "occlusion")
+
+
+def default_vocabulary(model) -> tuple[str, ...]:
+    """The detector's own query list when its checkpoint ships one (the toy world's 30), else COCO's 80 classes."""
+    vocabulary = getattr(model.processor, "vocabulary", None)
+    if vocabulary:
+        return tuple(vocabulary)
+    return tuple(f"a photo of a {name}" for name in coco_vocabulary().names)
+
+
+def covered_tokens(boxes_xyxy_px: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Boxes (A, 4) pixel corners → bool (A, N): the patches whose centre lies inside each box.
+
+    A box is predicted by one patch (box a by patch a when A = N); a box too small to hold any centre covers
+    the patch nearest its own centre, so that no atom is empty.
+    """
+    rows, cols = grid
+    width, height = size
+    r, c = torch.meshgrid(torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64),
+                          indexing="ij")
+    cx, cy = ((c + 0.5) * width / cols).flatten(), ((r + 0.5) * height / rows).flatten()  # (N,)
+    x0, y0, x1, y1 = boxes_xyxy_px.double().unbind(-1)
+    inside = ((cx >= x0[:, None]) & (cx < x1[:, None]) & (cy >= y0[:, None]) & (cy < y1[:, None]))  # (A, N)
+    centre_x, centre_y = (x0 + x1) / 2, (y0 + y1) / 2
+    nearest = ((cx - centre_x[:, None]) ** 2 + (cy - centre_y[:, None]) ** 2).argmin(-1)  # (A,)
+    empty = ~inside.any(-1)
+    inside[empty, nearest[empty]] = True
+    return inside
+
+
+class ObjectAttribution(BaselineExplainer):
+    """``ObjectAttribution(model).explain((image, prompt), target="star")`` → a map, and ``Saliency.objects``.
+
+    vocabulary: the concepts that name a box (default ``default_vocabulary(model)``); atoms: "nms" (boxes
+    suppressed at ``nms_iou``, at most ``max_atoms``) or "all" (every box); weighting: "gradient" (mass of
+    ‖∂logit/∂E_i‖ on the covered tokens) or "occlusion" (logit drop without them); tie_weight: the share of
+    the per-token gradient added to order tokens inside a box; top_objects: how many atoms ``objects`` lists.
+    """
+
+    method = "object_attribution"
+
+    def __init__(self, model, *, vocabulary: Sequence[str] | None = None, atoms: str = "all",
+                 weighting: str = "occlusion", nms_iou: float = 0.5, max_atoms: int = 8, tie_weight: float = 0.01,
+                 top_objects: int = 3, **options):
+        super().__init__(model, **options)
+        if atoms not in ATOMS:
+            raise ValueError(f"atoms must be one of {ATOMS}; received {atoms!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}; received {weighting!r}")
+        if not 0 <= tie_weight < 1 or max_atoms < 1 or top_objects < 1 or not 0 < nms_iou <= 1:
+            raise ValueError(f"expected 0 <= tie_weight < 1, max_atoms >= 1, top_objects >= 1, 0 < nms_iou <= 1; "
+                             f"received {tie_weight}, {max_atoms}, {top_objects}, {nms_iou}")
+        self.vocabulary = tuple(vocabulary) if vocabulary is not None else default_vocabulary(model)
+        if not self.vocabulary or not all(isinstance(v, str) and v.strip() for v in self.vocabulary):
+            raise ValueError(f"expected a non-empty list of concept texts as the vocabulary; received "
+                             f"{list(self.vocabulary)!r}")
+        self.atoms, self.weighting, self.nms_iou, self.max_atoms = atoms, weighting, nms_iou, max_atoms
+        self.tie_weight, self.top_objects = tie_weight, top_objects
+        self._query_embeds = None
+
+    def _vocabulary_embeds(self) -> torch.Tensor:
+        if self._query_embeds is None:  # the text encoder runs once per explainer, not once per image
+            with torch.no_grad():
+                self._query_embeds = self.model.query_embeds(list(self.vocabulary))
+        return self._query_embeds
+
+    def _explain(self, inputs, plans):
+        grads, logits = logit_gradients(self.model, inputs.embedding, plans)  # (B, L, 1+N, d), (B, L)
+        relevance = grads[:, :, 1:].float().norm(dim=-1).cpu()  # (B, L, N)
+        with torch.no_grad():
+            detections = self.model.detect(inputs.embedding, self._vocabulary_embeds())
+        scores = detections.scores.cpu()  # (B, N, C)
+        boxes = detections.boxes_cxcywh.detach().float().cpu()  # (B, N, 4)
+        return [self._image(inputs.embedding[b], plan, relevance[b], logits[b].float().cpu(), scores[b], boxes[b],
+                            inputs.image_sizes[b]) for b, plan in enumerate(plans)]
+
+    def _image(self, embedding, plan: TokenPlan, relevance, logits, scores, boxes, size) -> list[Saliency]:
+        """One image: E (1+N, d), relevance (L, N), logits (L,), scores (N, C), boxes (N, 4) → one map per token."""
+        corners = boxes_to_pixels(boxes, size)  # (N, 4) float64
+        best_score, best_concept = scores.max(-1)  # (N,)
+        if self.atoms == "nms":
+            atoms = nms(corners, best_score, iou=self.nms_iou, max_keep=self.max_atoms)
+        else:
+            atoms = list(range(len(boxes)))
+        covered = covered_tokens(corners[atoms], self.model.grid, size)  # (A, N)
+        mass = relevance @ covered.T.float()  # (L, A)
+        listed = sorted({int(a) for row in mass for a in row.argsort(descending=True)[:self.top_objects]})
+        if self.weighting == "occlusion":
+            listed = list(range(len(atoms)))
+        without = torch.full((len(plan.positions), len(atoms)), float("nan"))
+        without[:, listed] = self._occluded(embedding, plan, covered[listed]).T
+        out = []
+        for t in range(len(plan.positions)):
+            raw = mass[t] if self.weighting == "gradient" else (logits[t] - without[t]).clamp(min=0)
+            weights = raw / raw.max() if float(raw.max()) > 0 else torch.zeros_like(raw)
+            token_map = relevance[t] / relevance[t].max() if float(relevance[t].max()) > 0 else relevance[t]
+            canvas = paint_boxes(corners[atoms], weights, *size) + self.tie_weight * grid_to_image(
+                token_map, self.model.grid, size)
+            peak = float(canvas.max())
+            per_box = torch.zeros(len(boxes))
+            per_box[atoms] = weights
+            order = [a for a in weights.argsort(descending=True).tolist() if a in listed][:self.top_objects]
+            objects = tuple(ObjectEvidence(
+                index=atoms[a], box_cxcywh=tuple(boxes[atoms[a]].tolist()),
+                box_xyxy_px=tuple(corners[atoms[a]].tolist()),
+                concept=self.vocabulary[int(best_concept[atoms[a]])], concept_score=float(best_score[atoms[a]]),
+                weight=float(weights[a]), tokens=int(covered[a].sum()), logit_without=float(without[t, a]),
+                logit_drop=float(logits[t] - without[t, a])) for a in order)
+            out.append(Saliency(map=canvas / peak if peak > 0 else canvas, token=plan.tokens[t],
+                                token_id=plan.token_ids[t], position=plan.positions[t], logit=float(logits[t]),
+                                query=plan.queries[t], method=self.method, image_size=size, boxes_cxcywh=boxes,
+                                class_weights=per_box, objects=objects))
+        return out
+
+    @torch.no_grad()
+    def _occluded(self, embedding: torch.Tensor, plan: TokenPlan, masks: torch.Tensor) -> torch.Tensor:
+        """E (1+N, d), masks (K, N) → the plan's explained logits (K, L) with each mask's tokens replaced.
+
+        Boxes predicted by the patches of one object cover the same tokens: each distinct mask runs once.
+        """
+        masks, rows = torch.unique(masks, dim=0, return_inverse=True)
+        tokenizer = self.model.processor.mllm_tokenizer
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids, mask, positions, token_ids, _ = pad_plans([plan], pad_id, embedding.device)
+        tokens = self.model.image_tokens(embedding[None])[0]  # (N, D): W is per token, so apply it once
+        mean_token = embedding[1:].mean(0)[None, None].to(self.model.dtype)  # (1, 1, d)
+        replacement = self.model.alignment(mean_token)[0, 0]  # (D,)
+        variants = tokens.expand(len(masks), -1, -1).clone()  # (K, N, D)
+        variants[masks.to(variants.device)] = replacement
+        count = len(masks)
+        embeds = self.model.language.embed(ids.expand(count, -1), variants)
+        keep = torch.unique(positions)
+        output = self.model.language.llava(inputs_embeds=embeds, attention_mask=mask.expand(count, -1),
+                                           position_ids=position_ids(mask).expand(count, -1), logits_to_keep=keep,
+                                           use_cache=False)
+        picked = output.logits[:, torch.searchsorted(keep, positions[0]), token_ids[0]].float().cpu()  # (K', L)
+        return picked[rows.cpu()]

@@ -1,0 +1,98 @@
+"""Object attribution on the tiny J: its occlusion logits against the literal re-run, its weights, its objects."""
+
+import pytest
+import torch
+
+from owlens.explain import ExplainInputs, TokenTarget
+from owlens.explain.maps import boxes_to_pixels
+from owlens.explain.object_attribution import ObjectAttribution, covered_tokens, default_vocabulary
+from owlens.models.tiny import tiny_joint, tiny_processor
+
+PROMPT = "<s> USER: <image>\nwhat is in the image ? ASSISTANT: a large red"
+VOCABULARY = ["a photo of a circle", "a photo of a star", "a photo of a red cross"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_joint(0, dtype=torch.float64, processor=tiny_processor())
+
+
+@pytest.fixture(scope="module")
+def inputs(model):
+    pixels = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3), dtype=model.dtype)
+    with torch.no_grad():
+        embedding = model.encode(pixels)
+    return ExplainInputs.from_embedding(model, embedding, PROMPT, image_sizes=[(64, 64)])
+
+
+def _literal_logit(model, embedding, covered, token_id):
+    """E with the covered patch tokens replaced by the image's mean patch token, run through the whole of J."""
+    changed = embedding.clone()
+    changed[0, 1:][covered] = embedding[0, 1:].mean(0)
+    with torch.no_grad():
+        return float(model.logits(changed, [PROMPT])[0, -1, token_id])
+
+
+def test_covered_tokens_are_the_patch_centres_inside_each_box():
+    boxes = torch.tensor([[0.0, 0.0, 32.0, 32.0], [40.0, 40.0, 41.0, 41.0], [0.0, 0.0, 64.0, 64.0]])
+    covered = covered_tokens(boxes, (4, 4), (64, 64))  # centres at 8, 24, 40, 56
+    assert covered[0].view(4, 4)[:2, :2].all() and int(covered[0].sum()) == 4
+    assert int(covered[1].sum()) == 1 and bool(covered[1].view(4, 4)[2, 2])  # too small: the nearest centre
+    assert bool(covered[2].all())
+
+
+def test_objects_carry_the_logit_of_the_literal_occlusion(model, inputs):
+    explainer = ObjectAttribution(model, vocabulary=VOCABULARY, top_objects=4)
+    saliency = explainer.explain(inputs, TokenTarget("circle"))
+    assert saliency.method == "object_attribution" and len(saliency.objects) == 4
+    corners = boxes_to_pixels(saliency.boxes_cxcywh, (64, 64))
+    covered = covered_tokens(corners, model.grid, (64, 64))
+    with torch.no_grad():
+        scores = model.detect(inputs.embedding, VOCABULARY).scores[0]  # (N, C)
+    for obj in saliency.objects:
+        literal = _literal_logit(model, inputs.embedding, covered[obj.index], saliency.token_id)
+        assert obj.logit_without == pytest.approx(literal, abs=1e-6)
+        assert obj.logit_drop == pytest.approx(saliency.logit - literal, abs=1e-6)
+        assert obj.tokens == int(covered[obj.index].sum())
+        assert obj.concept == VOCABULARY[int(scores[obj.index].argmax())]
+        assert obj.concept_score == pytest.approx(float(scores[obj.index].max()), abs=1e-6)
+    # Occlusion weights: the clipped drop over the largest drop; the heaviest box is listed first.
+    drops = torch.tensor([max(0.0, o.logit_drop) for o in saliency.objects])
+    assert saliency.objects[0].weight == pytest.approx(1.0) and drops[0] == drops.max()
+    for obj in saliency.objects:
+        assert obj.weight == pytest.approx(float(max(0.0, obj.logit_drop) / drops.max()), abs=1e-6)
+        assert float(saliency.class_weights[obj.index]) == pytest.approx(obj.weight, abs=1e-6)
+
+
+def test_the_map_peaks_inside_the_heaviest_box(model, inputs):
+    saliency = ObjectAttribution(model, vocabulary=VOCABULARY).explain(inputs, TokenTarget("circle"))
+    x0, y0, x1, y1 = saliency.objects[0].box_xyxy_px
+    peak = torch.nonzero(saliency.map == saliency.map.max())
+    rows, cols = peak[:, 0].double(), peak[:, 1].double()  # pixel (r, c) covers [c, c+1) x [r, r+1)
+    assert bool(((cols + 1 > x0) & (cols < x1) & (rows + 1 > y0) & (rows < y1)).all())
+    assert float(saliency.map.max()) == pytest.approx(1.0)
+    plain = ObjectAttribution(model, vocabulary=VOCABULARY, tie_weight=0.0).explain(inputs, TokenTarget("circle"))
+    assert set(torch.unique(plain.map).tolist()) <= set(plain.class_weights.float().tolist()) | {0.0}
+
+
+def test_gradient_weighting_and_nms_atoms(model, inputs):
+    saliency = ObjectAttribution(model, vocabulary=VOCABULARY, atoms="nms", weighting="gradient", max_atoms=3,
+                                 top_objects=3).explain(inputs, TokenTarget("circle"))
+    assert int((saliency.class_weights > 0).sum()) <= 3 and len(saliency.objects) <= 3
+    assert saliency.to_dict()["objects"][0]["concept"] in VOCABULARY
+
+
+def test_default_vocabulary_is_the_checkpoints_own_else_coco(model):
+    assert len(default_vocabulary(model)) == 80 and default_vocabulary(model)[0] == "a photo of a person"
+    processor = tiny_processor()
+    processor.vocabulary = ("a photo of a star",)
+    assert default_vocabulary(tiny_joint(0, processor=processor)) == ("a photo of a star",)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"atoms": "boxes"}, "atoms must be one of"), ({"weighting": "shap"}, "weighting must be one of"),
+    ({"tie_weight": 1.5}, "0 <= tie_weight < 1"), ({"vocabulary": []}, "non-empty list of concept"),
+    ({"vocabulary": ["a star", " "]}, "non-empty list of concept")])
+def test_bad_options_say_what_was_expected(model, options, message):
+    with pytest.raises(ValueError, match=message):
+        ObjectAttribution(model, **options)
