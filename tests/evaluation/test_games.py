@@ -95,7 +95,7 @@ def test_case_games_equal_the_one_map_games(model, scene):
 def test_causal_truth_is_the_logit_of_each_re_rendered_scene(model, scene):
     case = SaliencyCase("cue", 0, scene, PROMPT, "yes", "a photo of a star", scene.objects[0].mask,
                         np.array([scene.objects[0].box_xyxy]), cue=f"{scene.objects[0].shape}→star")
-    truth, strict = causal_truth(model, [case, case], batch_size=3)[0], causal_truth(model, [case], margin=1e9)[0]
+    truth, strict = causal_truth(model, [case, case])[0], causal_truth(model, [case], margin=1e9)[0]
     yes = _yes(model)
     assert truth.logit == pytest.approx(_logit(model, scene.image, yes), abs=PIXEL_TOL)
     for k in range(len(scene.objects)):

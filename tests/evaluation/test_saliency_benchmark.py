@@ -57,9 +57,12 @@ def test_run_writes_rows_resumes_and_refuses_another_configuration(model, tmp_pa
     assert set(payload["methods"]) == set(methods) and payload["scenes"] == 3
     assert KEYS <= set(payload["methods"]["ga"]) and payload["cue_candidates"] == 3
     rows = (tmp_path / "saliency-cases.jsonl").read_text().splitlines()
-    assert json.loads(rows[0]) == {"config": {"scenes": 3, "seed": 0, "methods": methods, "steps": 4}}
+    assert json.loads(rows[0]) == {"config": {"scenes": 3, "seed": 0, "methods": methods, "steps": 4,
+                                              "pixel_steps": 16, "priors": ["cross→star", "square→triangle"]}}
     assert payload["cue_cases"] + payload["cue_controls"] == 3  # every candidate: a cue case or a control
-    assert len(rows) == 1 + 3 + 3
+    for cue in ("cross→star", "square→triangle"):
+        assert payload["cues"][cue]["cases"] + payload["cues"][cue]["controls"] == 3
+    assert len(rows) == 1 + 3 + 3 + 3
     assert {json.loads(row)["kind"] for row in rows[1:]} <= {"object", "cue", "control"}
     for name in methods:
         value = payload["methods"][name]["deletion_auc"]
@@ -175,3 +178,53 @@ def test_cli_wsol_mode(tiny_model_args, tmp_path, capsys):
     for name in ("ga", "detection_only"):
         assert set(payload["methods"][name]) == {"maxboxacc", "maxboxacc_v2", "pointing_game"}
         assert all(0.0 <= v <= 1.0 for v in payload["methods"][name].values())
+
+
+def test_fast_path_equals_the_plain_path(model):
+    methods = ["object_attribution", "detection_only", "random"]
+    fast = run_saliency_benchmark(model, n_scenes=2, seed=2, methods=methods, steps=4, progress=False).to_dict()
+    plain = run_saliency_benchmark(model, n_scenes=2, seed=2, methods=methods, steps=4, progress=False,
+                                   fast=False).to_dict()
+    for name in methods:
+        for key, value in plain["methods"][name].items():
+            if isinstance(value, float):
+                assert fast["methods"][name][key] == pytest.approx(value, abs=1e-5), (name, key)
+            else:
+                assert fast["methods"][name][key] == value, (name, key)
+    assert fast["cues"] == plain["cues"] and fast["causal"] == plain["causal"]
+    assert fast["methods"]["random"]["deletion_auc_pixel"] is not None
+
+
+def _causal_row(kind, cause, cue=None, correct=True, **per_method):
+    return {"kind": kind, "index": 0, "cue": cue, "correct": correct, "methods": per_method,
+            "causal": {"cause": cause, "cause_is_cue": cause == 0 and cue is not None, "cause_is_named": cause == 0,
+                       "p_yes": 0.9, "p_yes_without_cues": 0.1}}
+
+
+def test_causal_pointing_cue_blocks_and_pairs_by_hand():
+    def scores(cp, pg=1.0, pixel=2.0):
+        return {"causal_pointing": cp, "pointing_game": pg, "pointing_game_box": pg, "mass_accuracy": 0.5,
+                "rank_accuracy": 0.5, "iou_largest": [0.6], "iou_best": [0.6], "deletion_auc": 1.0,
+                "insertion_auc": 2.0, "deletion_auc_pixel": pixel, "insertion_auc_pixel": 3.0}
+
+    rows = [_causal_row("object", 0, oa=scores(1.0), detection_only=scores(1.0, pixel=3.0)),
+            _causal_row("object", 1, oa=scores(0.0), detection_only=scores(1.0, pg=0.0, pixel=2.0)),
+            _causal_row("object", None, oa=scores(None), detection_only=scores(None)),
+            _causal_row("cue", 0, "square→triangle", oa={"causal_pointing": 1.0, "cue_pointing": 1.0},
+                        detection_only={"causal_pointing": 0.0, "cue_pointing": 0.0}),
+            _causal_row("cue", 2, "square→triangle", oa={"causal_pointing": 1.0, "cue_pointing": 0.0},
+                        detection_only={"causal_pointing": 0.0, "cue_pointing": 0.0})]
+    report = summarise(rows, ["oa", "detection_only"]).to_dict()
+    oa = report["methods"]["oa"]
+    assert oa["causal_pointing"] == {"object": 0.5, "square→triangle": 1.0}
+    assert report["methods"]["detection_only"]["causal_pointing"]["square→triangle"] == 0.0
+    assert report["causal"]["object"] == {"cases": 3, "single_cause": 2, "no_single_cause": 1,
+                                          "named_object_is_cause": 1}
+    block = report["cues"]["square→triangle"]
+    assert (block["cases"], block["verified_causal"], block["no_single_cause"]) == (2, 1, 0)
+    assert block["methods"]["oa"]["cue_pointing"] == 0.5
+    paired = report["paired"]["oa"]
+    assert paired["pointing_game"][0] == pytest.approx((0 + 1 + 0) / 3)  # over the correct object tokens
+    assert paired["deletion_auc_pixel"][0] == pytest.approx((-1 + 0 + 0) / 3)
+    assert paired["causal_pointing"]["square→triangle"] == [1.0, 1.0, 1.0]
+    assert paired["causal_pointing"]["object"][0] == pytest.approx(-0.5)

@@ -10,10 +10,15 @@ from owlens.cli.common import load_model, model_options, write_json
 
 _EPILOG = """\
 Prints {"methods": {NAME: {"pointing_game", "mass_accuracy", "rank_accuracy", "maxboxacc", "deletion_auc",
-"insertion_auc", "cue_pointing", ...}}, "scenes": N, "cue_cases": K, ...}. Localisation metrics are over the
-object tokens the model gets right; deletion/insertion (raw logit, image tokens of E replaced by a reference
-mean token) over every object token; cue_pointing over the K held-out cross-without-star scenes on which the
-model answers "yes" to "is there a star ?". With --wsol DIR: {"methods": {NAME: {"maxboxacc", "maxboxacc_v2",
+"insertion_auc", "deletion_auc_pixel", "insertion_auc_pixel", "causal_pointing": {"object"|CUE: value},
+"cue_pointing", ...}}, "scenes": N, "cue_cases": K, "cues": {CUE: {"cases", "verified_causal", ...}},
+"causal", "paired": {NAME: {METRIC: [mean, lo, hi]}} (NAME minus detection_only), "seconds", ...}.
+Localisation metrics are over the object tokens the model gets right; deletion/insertion over every object
+token, in E (image tokens replaced by a reference mean token) and in pixels (patches replaced by the scene's
+background, E re-encoded); causal_pointing against the object whose removal from the scene lowers the
+explained logit most; cue_pointing over the held-out cue-without-partner scenes on which the model answers
+"yes" (CUE is "cross→star" or "square→triangle"; the unnamed cue_* keys are cross→star's).
+With --wsol DIR: {"methods": {NAME: {"maxboxacc", "maxboxacc_v2",
 "pointing_game"}}, "images": M} on a folder holding localization.txt or CUB-200-2011's images.txt and
 bounding_boxes.txt (the paper's check: token "bird" after "... ASSISTANT: The image shows a").
 """
@@ -22,13 +27,16 @@ bounding_boxes.txt (the paper's check: token "bird" after "... ASSISTANT: The im
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "saliency", parents=[model_options()], help="saliency maps of every method against known truth",
-        description="Explain the shape word of a named object on held-out toy scenes (and the injected star "
-                    "hallucination) with every method, and score plausibility, faithfulness and the cue test.",
+        description="Explain the shape word of a named object on held-out toy scenes (and the two injected "
+                    "hallucinations) with every method, and score plausibility, faithfulness in E and in pixels, "
+                    "causal pointing against re-rendered scenes, and the cue tests.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", type=int, default=500, help="object scenes, and cue candidates (default 500)")
+    parser.add_argument("--scenes", type=_positive, default=500,
+                        help="object scenes, and cue candidates per injected prior (default 500)")
     parser.add_argument("--seed", type=int, default=0, help="fixes the scenes, the objects and the random maps")
-    parser.add_argument("--methods", metavar="A,B", help="comma-separated subset of ga, gradient, gradient_input, "
-                                                         "attention, rollout, detection_only, random (default: all)")
+    parser.add_argument("--methods", metavar="A,B", help="comma-separated subset of ga, object_attribution, gradient, "
+                                                         "gradient_input, attention, rollout, detection_only, random "
+                                                         "(default: all)")
     parser.add_argument("--steps", type=int, default=32, help="deletion/insertion steps (default 32)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", metavar="DIR", help="keep per-case rows here (a rerun resumes); default: none kept")
@@ -42,6 +50,16 @@ def register(subparsers) -> None:
     wsol.add_argument("--resolution", type=int, default=224, help="protocol resolution of maps and boxes")
     wsol.add_argument("--limit", type=int, help="first N images only")
     parser.set_defaults(run=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more; received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more; received {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,9 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(payload)
         return 0
-    columns = sorted({key for row in payload["methods"].values() for key in row}, key=_order)
+    rows = {name: _flat(row) for name, row in payload["methods"].items()}
+    columns = sorted({key for row in rows.values() for key in row}, key=_order)
     print(f"{'method':>15} " + " ".join(f"{c[:14]:>14}" for c in columns))
-    for name, row in payload["methods"].items():
+    for name, row in rows.items():
         print(f"{name:>15} " + " ".join(f"{_cell(row.get(c)):>14}" for c in columns))
     counts = {k: payload[k] for k in ("scenes", "cue_cases", "images") if k in payload}
     print(", ".join(f"{k}: {v}" for k, v in counts.items()))
@@ -76,11 +95,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 _KEYS = ("pointing_game", "pointing_game_box", "mass_accuracy", "rank_accuracy", "maxboxacc", "maxboxacc_v2",
-         "deletion_auc", "insertion_auc", "cue_pointing", "cue_pointing_control")
+         "deletion_auc", "insertion_auc", "deletion_auc_pixel", "insertion_auc_pixel", "cue_pointing",
+         "cue_pointing_control")
+
+
+def _flat(row: dict) -> dict:
+    """Per-group figures ({"object": v, "cross→star": v}) become columns "causal_pointing[object]" …; CIs stay out."""
+    out = {}
+    for key, value in row.items():
+        if key.endswith("_ci"):
+            continue
+        if isinstance(value, dict):
+            out.update({f"{key}[{group}]": v for group, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 def _order(key: str) -> tuple[int, str]:
-    return (_KEYS.index(key) if key in _KEYS else len(_KEYS), key)
+    base = key.split("[")[0]
+    return (_KEYS.index(base) if base in _KEYS else len(_KEYS), key)
 
 
 def _cell(value) -> str:

@@ -14,7 +14,7 @@ __all__ = ["CaseJournal"]
 
 
 class CaseJournal:
-    """``with CaseJournal(out_dir, name, config) as j: j.done`` ((kind, index) pairs) … ``j.append(row)``."""
+    """``with CaseJournal(out_dir, name, config) as j: j.done`` ((kind, cue, index) keys) … ``j.append(row)``."""
 
     def __init__(self, out_dir: str | Path | None, name: str, config: dict):
         self.config = config
@@ -22,8 +22,8 @@ class CaseJournal:
         self.rows: list[dict] = []
 
     @property
-    def done(self) -> set[tuple[str, int]]:
-        return {(row["kind"], row["index"]) for row in self.rows}
+    def done(self) -> set[tuple[str, str | None, int]]:
+        return {(row["kind"], row.get("cue"), row["index"]) for row in self.rows}
 
     def __enter__(self) -> CaseJournal:
         if self._journal is None:

@@ -4,7 +4,7 @@ A toy scene keeps the background its objects were drawn on and objects never ove
 object k is exact (``toyworld.world.without``): the same picture with k's pixels showing the background. For a
 case (scene, prompt, explained token) every object is taken out in turn, each variant goes through the whole
 of J (OWL encodes it anew, W, the LM), and the explained token's raw logit is read at the same position, all
-variants of many cases in one batch. The **causal object** is the one whose removal lowers that logit most; a
+variants of a case in one batch. The **causal object** is the one whose removal lowers that logit most; a
 case whose largest drop is below ``CAUSAL_MARGIN`` has **no single cause** and is reported apart (a logit that
 no single object carries: the scene's objects stand in for one another, or nothing in it matters).
 
@@ -65,41 +65,34 @@ def _variants(case, cue_shape: str | None):
     return images
 
 
-def causal_truth(model, cases: Sequence, *, margin: float = CAUSAL_MARGIN, batch_size: int = 64) -> list[CausalTruth]:
-    """The causal truth of every case (``saliency_cases.SaliencyCase``), variants of all cases batched."""
+def causal_truth(model, cases: Sequence, *, margin: float = CAUSAL_MARGIN) -> list[CausalTruth]:
+    """The causal truth of every case (``saliency_cases.SaliencyCase``): one batch of variants per case.
+
+    A case's variants share its prompt, so they batch without padding, and the result of a case does not depend
+    on which other cases it is computed with (a resumed evaluation reproduces an uninterrupted one exactly).
+    """
+    return [_one(model, case, margin) for case in cases]
+
+
+@torch.no_grad()
+def _one(model, case, margin: float) -> CausalTruth:
     from owlens.explain.targets import resolve_token
 
     tokenizer = model.processor.mllm_tokenizer
     yes, no = tokenizer.convert_tokens_to_ids(["yes", "no"])
-    rows, owners = [], []  # one row per variant image: (image, prompt); owners[i] = (case index, variant index)
-    for c, case in enumerate(cases):
-        cue_shape = case.cue.split("→")[0] if case.cue else None
-        for v, image in enumerate(_variants(case, cue_shape)):
-            rows.append((image, case.prompt))
-            owners.append((c, v))
-    logits = []
-    with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            embedding = model.encode_images([image for image, _ in chunk])
-            logits.append(model.logits(embedding, [prompt for _, prompt in chunk])[:, -1].float().cpu())
-    logits = torch.cat(logits) if logits else torch.zeros(0, 0)  # (R, V): left-padded, last column predicts
-    per_case: list[list[torch.Tensor]] = [[] for _ in cases]
-    for row, (c, _) in zip(logits, owners):
-        per_case[c].append(row)
-    out = []
-    for case, variant_logits in zip(cases, per_case):
-        token_id = resolve_token(tokenizer, case.token)[0]
-        stacked = torch.stack(variant_logits)  # (1 + K [+ 1], V)
-        explained = stacked[:, token_id].double().numpy()
-        k = len(case.scene.objects)
-        drops = explained[0] - explained[1:1 + k]
-        cause = int(np.argmax(drops)) if k and drops.max() >= margin else None
-        p_yes = p_without = p_cues = None
-        if token_id in (yes, no):
-            pairs = stacked[:, [yes, no]].double().softmax(-1)[:, 0].numpy()
-            p_yes, p_without = float(pairs[0]), tuple(float(p) for p in pairs[1:1 + k])
-            p_cues = float(pairs[1 + k]) if case.cue else None
-        out.append(CausalTruth(float(explained[0]), tuple(float(v) for v in explained[1:1 + k]), cause, margin,
-                               p_yes, p_without, p_cues))
-    return out
+    token_id = resolve_token(tokenizer, case.token)[0]
+    cue_shape = case.cue.split("→")[0] if case.cue else None
+    images = _variants(case, cue_shape)
+    embedding = model.encode_images(images)  # (1 + K [+ 1], 1+N, d)
+    logits = model.logits(embedding, [case.prompt] * len(images))[:, -1].float().cpu()  # (1 + K [+ 1], V)
+    explained = logits[:, token_id].double().numpy()
+    k = len(case.scene.objects)
+    drops = explained[0] - explained[1:1 + k]
+    cause = int(np.argmax(drops)) if k and drops.max() >= margin else None
+    p_yes = p_without = p_cues = None
+    if token_id in (yes, no):
+        pairs = logits[:, [yes, no]].double().softmax(-1)[:, 0].numpy()
+        p_yes, p_without = float(pairs[0]), tuple(float(p) for p in pairs[1:1 + k])
+        p_cues = float(pairs[1 + k]) if cue_shape else None
+    return CausalTruth(float(explained[0]), tuple(float(v) for v in explained[1:1 + k]), cause, margin, p_yes,
+                       p_without, p_cues)
