@@ -74,3 +74,23 @@ def test_a_method_without_boxes_writes_map_and_json_only(tiny_model_args, image,
     assert code == 0
     assert sorted(p.suffix for p in out.iterdir()) == [".json", ".npy", ".png"]
     assert not list(out.glob("*-boxes.png"))
+
+
+def test_object_attribution_names_the_objects_it_rests_on(tiny_model_args, image, tmp_path, capsys):
+    out = tmp_path / "out"
+    vocabulary = tmp_path / "concepts.txt"
+    vocabulary.write_text("a photo of a circle\na photo of a red star\n")
+    code = main(["explain", image, "--prompt", "what is in the image ?", "--token", "circle", "--method",
+                 "object_attribution", "--vocabulary", f"@{vocabulary}", "--out", str(out), *tiny_model_args])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    payload = json.loads((out / "scene-00-circle.json").read_text())
+    assert len(lines) == 1 + len(payload["objects"]) and payload["objects"]
+    for line, obj in zip(lines[1:], payload["objects"]):
+        name = obj["concept"].removeprefix("a photo of a ")
+        assert line.strip().startswith(f"'circle' rests on the object OWL reads as '{name}'")
+        assert f"→ {obj['logit_without']:.1f}" in line and obj["concept"] in ("a photo of a circle",
+                                                                             "a photo of a red star")
+    code = main(["explain", image, "--prompt", "what is in the image ?", "--token", "circle", "--method",
+                 "object_attribution", "--vocabulary", " , ", "--out", str(out), *tiny_model_args])
+    assert code == 2 and "--vocabulary: expected at least one concept" in capsys.readouterr().err

@@ -9,7 +9,8 @@ from pathlib import Path
 from owlens.cli.common import load_model, model_options, write_json
 
 # The explainers by name, as owlens.explain.registry lists them (GA first; kept literal so --help stays light).
-_METHODS = ("ga", "gradient", "gradient_input", "attention", "rollout", "detection_only", "random")
+_METHODS = ("ga", "object_attribution", "gradient", "gradient_input", "attention", "rollout", "detection_only",
+            "random")
 
 
 def register(subparsers) -> None:
@@ -24,7 +25,11 @@ def register(subparsers) -> None:
     which.add_argument("--token", metavar="WORD", help="the token to explain, as the next word after the prompt")
     which.add_argument("--all-tokens", action="store_true", help="generate an answer and explain every token")
     parser.add_argument("--query", metavar="TEXT", help='detector concept (default: "a photo of a WORD")')
-    parser.add_argument("--method", choices=_METHODS, default="ga", help="explainer (default: ga)")
+    parser.add_argument("--method", choices=_METHODS, default="ga",
+                        help="explainer (default: ga); object_attribution also names the objects the token rests on")
+    parser.add_argument("--vocabulary", metavar="A,B|@FILE",
+                        help="object_attribution: the concepts that name a box, comma-separated or one per line in "
+                             "FILE (default: the detector's own list when its folder has one, else COCO's 80 classes)")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="answer length for --all-tokens")
     parser.add_argument("--boxes", type=int, default=5, help="boxes to draw, by class weight (default 5)")
     parser.add_argument("--out", metavar="DIR", default="explain-out", help="output folder (default explain-out)")
@@ -41,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     inputs = ExplainInputs.from_images(model, image, args.prompt)
     target = (AnswerTarget(max_new_tokens=args.max_new_tokens, query=args.query) if args.all_tokens
               else TokenTarget(args.token, args.query))
-    saliencies = make_explainer(args.method, model).explain_all(inputs, target)[0]
+    options = {"vocabulary": _vocabulary(args.vocabulary)} if args.method == "object_attribution" and \
+        args.vocabulary else {}
+    saliencies = make_explainer(args.method, model, **options).explain_all(inputs, target)[0]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for index, saliency in enumerate(saliencies):
@@ -49,7 +56,34 @@ def run(args: argparse.Namespace) -> int:
                        args.boxes)
         print(f"{saliency.token!r} (position {saliency.position}, logit {saliency.logit:.3f}): "
               + " ".join(str(p) for p in paths))
+        for obj in saliency.objects or ():
+            print("  " + describe_object(saliency, obj))
     return 0
+
+
+def describe_object(saliency, obj) -> str:
+    """One line: "'star' rests on the object OWL reads as 'cross' (p 0.81) at [x0, y0, x1, y1]; without it …"."""
+    corners = ", ".join(f"{v:.0f}" for v in obj.box_xyxy_px)
+    verb = "drops" if obj.logit_without < saliency.logit else "rises"
+    return (f"{saliency.token!r} rests on the object OWL reads as {concept_name(obj.concept)!r} "
+            f"(p {obj.concept_score:.2f}) at [{corners}]; without it the logit {verb} {saliency.logit:.1f} → "
+            f"{obj.logit_without:.1f}")
+
+
+def concept_name(query: str) -> str:
+    """"a photo of a red cross" → "red cross": the concept without the query template around it."""
+    return re.sub(r"^(a photo of (an?|the) )", "", query.strip())
+
+
+def _vocabulary(text: str) -> list[str]:
+    if text.startswith("@"):
+        lines = Path(text[1:]).read_text().splitlines()
+    else:
+        lines = text.split(",")
+    concepts = [line.strip() for line in lines if line.strip()]
+    if not concepts:
+        raise ValueError(f"--vocabulary: expected at least one concept; received {text!r}")
+    return concepts
 
 
 def _slug(token: str) -> str:

@@ -8,8 +8,10 @@ evidence, not the detector's score for the query (``weighting="occlusion"``: the
 replaced instead). The map paints each atom's box with its weight, pixelwise max as GA paints its boxes, plus
 ``tie_weight`` times the per-token gradient norm, so that inside a box the tokens the logit depends on most come
 first (deletion and insertion read that order). The heaviest atoms are listed as ``Saliency.objects`` with their
-concept, and the logit the MLLM gives with each atom's tokens replaced by the image's mean patch token (all
-atoms in one batched forward).
+concept (the best query of the vocabulary over the boxes that overlap the atom at IoU >= 0.5: a box predicted
+from a patch at an object's edge is named by the object's best box), and the logit the MLLM gives with each
+atom's tokens replaced by the image's mean patch token (all atoms in one batched forward). Listed atoms do not
+overlap one another at IoU >= 0.5, so the list names distinct objects.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from owlens.explain.saliency import ObjectEvidence, Saliency
 from owlens.explain.targets import TokenPlan
 from owlens.hallucination.vocabulary import coco_vocabulary
 from owlens.models.language import position_ids
-from owlens.models.postprocess import nms
+from owlens.models.postprocess import nms, pairwise_iou
 
 __all__ = ["ObjectAttribution", "covered_tokens", "default_vocabulary"]
 
 ATOMS = ("nms", "all")
+_SAME_OBJECT_IOU = 0.5
 WEIGHTINGS = ("gradient", "occlusion")
 
 
@@ -39,6 +42,15 @@ def default_vocabulary(model) -> tuple[str, ...]:
     if vocabulary:
         return tuple(vocabulary)
     return tuple(f"a photo of a {name}" for name in coco_vocabulary().names)
+
+
+def _distinct(order: list[int], overlap: torch.Tensor) -> list[int]:
+    """Atom indices in ``order``, dropping any that overlaps (``overlap`` (A, A) bool) one kept before it."""
+    kept: list[int] = []
+    for a in order:
+        if not any(bool(overlap[a, k]) for k in kept):
+            kept.append(a)
+    return kept
 
 
 def covered_tokens(boxes_xyxy_px: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
@@ -110,14 +122,17 @@ class ObjectAttribution(BaselineExplainer):
     def _image(self, embedding, plan: TokenPlan, relevance, logits, scores, boxes, size) -> list[Saliency]:
         """One image: E (1+N, d), relevance (L, N), logits (L,), scores (N, C), boxes (N, 4) → one map per token."""
         corners = boxes_to_pixels(boxes, size)  # (N, 4) float64
-        best_score, best_concept = scores.max(-1)  # (N,)
+        overlap = pairwise_iou(corners, corners) >= _SAME_OBJECT_IOU  # (N, N)
+        # Name each box by the best query over the boxes that overlap it: (N, C) max over its neighbours.
+        named = torch.where(overlap[:, :, None], scores[None].float(), 0.0).amax(1)
+        best_score, best_concept = named.max(-1)  # (N,)
         if self.atoms == "nms":
             atoms = nms(corners, best_score, iou=self.nms_iou, max_keep=self.max_atoms)
         else:
             atoms = list(range(len(boxes)))
         covered = covered_tokens(corners[atoms], self.model.grid, size)  # (A, N)
         mass = relevance @ covered.T.float()  # (L, A)
-        listed = sorted({int(a) for row in mass for a in row.argsort(descending=True)[:self.top_objects]})
+        listed = sorted({int(a) for row in mass for a in row.argsort(descending=True)[:4 * self.top_objects]})
         if self.weighting == "occlusion":
             listed = list(range(len(atoms)))
         without = torch.full((len(plan.positions), len(atoms)), float("nan"))
@@ -132,7 +147,8 @@ class ObjectAttribution(BaselineExplainer):
             peak = float(canvas.max())
             per_box = torch.zeros(len(boxes))
             per_box[atoms] = weights
-            order = [a for a in weights.argsort(descending=True).tolist() if a in listed][:self.top_objects]
+            order = _distinct([a for a in weights.argsort(descending=True).tolist() if a in listed],
+                              overlap[atoms][:, atoms])[:self.top_objects]
             objects = tuple(ObjectEvidence(
                 index=atoms[a], box_cxcywh=tuple(boxes[atoms[a]].tolist()),
                 box_xyxy_px=tuple(corners[atoms[a]].tolist()),

@@ -8,7 +8,7 @@ import torch
 
 from owlens.models.detection import Detections
 
-__all__ = ["Box", "nms", "select_boxes"]
+__all__ = ["Box", "nms", "pairwise_iou", "select_boxes"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,11 @@ def _iou(box: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     area = (box[2:] - box[:2]).prod()
     areas = (others[:, 2:] - others[:, :2]).prod(dim=1)
     return inter / (area + areas - inter).clamp(min=1e-9)
+
+
+def pairwise_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """Corners (A, 4) and (B, 4), x0, y0, x1, y1 → IoU (A, B)."""
+    return torch.stack([_iou(box, others) for box in boxes]) if len(boxes) else boxes.new_zeros((0, len(others)))
 
 
 def nms(boxes_xyxy: torch.Tensor, scores: torch.Tensor, *, iou: float, max_keep: int,

@@ -24,6 +24,16 @@ def _write_prompt_template(llava_dir: Path) -> None:
     (llava_dir / OWLENS_CONFIG).write_text(json.dumps({"prompt_template": PROMPT_TEMPLATE}, indent=2) + "\n")
 
 
+def _write_vocabulary(owl_dir: Path) -> None:
+    """The detector's 30 training queries beside its weights: the concepts ``object_attribution`` names boxes by."""
+    from owlens.models.loading import OWLENS_CONFIG
+    from owlens.persist import atomic_write_json
+    from owlens.toyworld.owl_loss import QUERIES
+    from owlens.toyworld.text import owl_query
+
+    atomic_write_json(owl_dir / OWLENS_CONFIG, {"vocabulary": [owl_query(c, s) for c, s in QUERIES]})
+
+
 def train_all(out_dir: str | Path, *, seed: int = 0, smoke: bool = False, log=print) -> dict[str, Path]:
     """Run (or resume) every stage into ``out_dir``; returns the final folders {owl, mllm, projector}."""
     from owlens.toyworld import train_align, train_llava, train_owl
@@ -33,6 +43,7 @@ def train_all(out_dir: str | Path, *, seed: int = 0, smoke: bool = False, log=pr
     owl = out_dir / "owl" / "final"
     if not (owl / "config.json").exists():  # a finished stage is kept, as the LLaVA stages keep theirs
         owl = train_owl.train(out_dir / "owl", seed=seed, log=log, **owl_steps)
+    _write_vocabulary(owl)
     recipe = train_llava.LlavaRecipe()
     if smoke:
         steps = SMOKE["llava_steps"]
