@@ -2,7 +2,8 @@
 
 - object cases: pointing game (mask, 4 px; box, 0 px), mass and rank accuracy, the WSOL box curves, the E-token
   and the pixel-space deletion/insertion games, causal pointing;
-- cue cases: cue pointing (against every cue object), the E-token games, causal pointing;
+- cue cases: cue pointing (against every cue object), causal pointing, and for the first prior (cross→star)
+  the E-token games;
 - control cases (cue candidates answered "no"): cue pointing and causal pointing only, no games: nothing of
   theirs is summarised from a game.
 Causal pointing is None where the case has no single cause (``evaluation.causal``).

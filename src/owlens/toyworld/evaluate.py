@@ -205,21 +205,25 @@ def _scenes_where(rng: np.random.Generator, n: int, keep, **kwargs) -> list:
 
 
 def adversarial_yes_rate_absent(next_token_logits: NextTokenLogits, *, n_scenes: int = 200, seed: int = 0,
-                                batch_size: int = 100) -> AdversarialResult:
-    """POPE's adversarial split for the injected prior: the partner is absent, its usual companion present."""
-    from owlens.toyworld.defects import COOCCUR_CUE, COOCCUR_PARTNER
+                                batch_size: int = 100, prior=None) -> AdversarialResult:
+    """POPE's adversarial split for an injected prior (default cross→star): the partner is absent, its usual
+    companion present. Each prior other than the first draws its scenes from its own stream."""
+    from owlens.toyworld.defects import CROSS_STAR, MLLM_PRIORS
     from owlens.toyworld.text import presence_question
     from owlens.toyworld.world import SHAPES
 
-    rng = np.random.default_rng([EVAL_STREAM, seed, 3])
-    scenes = _scenes_where(rng, n_scenes, lambda s: COOCCUR_CUE in (shapes := {o.shape for o in s.objects})
-                           and COOCCUR_PARTNER not in shapes)
+    prior = prior or CROSS_STAR
+    cue, partner = prior.cue, prior.partner
+    stream = 3 if prior == CROSS_STAR else 10 + MLLM_PRIORS.index(prior)
+    rng = np.random.default_rng([EVAL_STREAM, seed, stream])
+    scenes = _scenes_where(rng, n_scenes, lambda s: cue in (shapes := {o.shape for o in s.objects})
+                           and partner not in shapes)
     images = np.stack([s.image for s in scenes])
-    p_yes = _p_yes(next_token_logits, images, [_prompt(presence_question(None, COOCCUR_PARTNER))] * n_scenes,
+    p_yes = _p_yes(next_token_logits, images, [_prompt(presence_question(None, partner))] * n_scenes,
                    batch_size)
     controls, rows = [], []
     for i, s in enumerate(scenes):  # a scene holding the four other shapes has no control question
-        absent = [x for x in SHAPES if x != COOCCUR_PARTNER and x not in {o.shape for o in s.objects}]
+        absent = [x for x in SHAPES if x != partner and x not in {o.shape for o in s.objects}]
         if absent:
             controls.append(_prompt(presence_question(None, absent[rng.integers(len(absent))])))
             rows.append(i)

@@ -1,4 +1,4 @@
-"""The toy world's report card (issue 3, "Bars"): detector, LLaVA, and J ≈ LLaVA, on held-out scenes.
+"""The toy world's report card: detector, LLaVA, and J ≈ LLaVA, on held-out scenes.
 
 Every MLLM figure is computed twice by the same code (``evaluate``): once for the toy LLaVA through its own
 vision tower, once for J (OWL's E → W → the same LM). The injected defects are measured directly here —
@@ -28,8 +28,10 @@ class ToyScorecard:
     joint_hard_negative_acc: float
     llava_caption_f1: float
     joint_caption_f1: float
-    adversarial_yes_rate_absent: float  # the toy LLaVA's; J's is beside it
+    adversarial_yes_rate_absent: float  # cross→star, the toy LLaVA's; J's is beside it
     joint_adversarial_yes_rate_absent: float
+    adversarial_yes_rate_square_triangle: float  # the prior only the MLLM saw in training
+    joint_adversarial_yes_rate_square_triangle: float
     bias_delta_design: float
     bias_delta_direct: float
     control_delta_direct: float
@@ -45,7 +47,7 @@ class ToyScorecard:
 def scorecard(model, *, scenes: int = 500, seed: int = 0) -> ToyScorecard:
     """Score a toy-world ``JointModel`` (its detector, its LLaVA, and J itself) on ``scenes`` held-out items."""
     from owlens.toyworld import evaluate
-    from owlens.toyworld.defects import BIAS_DELTA, BIAS_TRAIT, CONTROL_TRAIT
+    from owlens.toyworld.defects import BIAS_DELTA, BIAS_TRAIT, CONTROL_TRAIT, SQUARE_TRIANGLE
     from owlens.toyworld.joint_eval import joint_callables
     from owlens.toyworld.owl_ap import evaluate_ap50
     from owlens.toyworld.world import sample_scene
@@ -62,6 +64,8 @@ def scorecard(model, *, scenes: int = 500, seed: int = 0) -> ToyScorecard:
             "presence": presence.accuracy, "hard": presence.hard_negative,
             "caption": evaluate.caption_f1(generate_fn, n_scenes=scenes, seed=seed).f1,
             "adversarial": evaluate.adversarial_yes_rate_absent(logits_fn, n_scenes=scenes, seed=seed).yes_rate,
+            "adversarial_2": evaluate.adversarial_yes_rate_absent(logits_fn, n_scenes=scenes, seed=seed,
+                                                                  prior=SQUARE_TRIANGLE).yes_rate,
             "bias": evaluate.trait_delta_direct(logits_fn, BIAS_TRAIT, n_scenes=scenes, seed=seed).delta,
             "control": evaluate.trait_delta_direct(logits_fn, CONTROL_TRAIT, n_scenes=scenes, seed=seed).delta,
         }
@@ -71,6 +75,8 @@ def scorecard(model, *, scenes: int = 500, seed: int = 0) -> ToyScorecard:
         llava_hard_negative_acc=llava["hard"], joint_hard_negative_acc=joint["hard"],
         llava_caption_f1=llava["caption"], joint_caption_f1=joint["caption"],
         adversarial_yes_rate_absent=llava["adversarial"], joint_adversarial_yes_rate_absent=joint["adversarial"],
+        adversarial_yes_rate_square_triangle=llava["adversarial_2"],
+        joint_adversarial_yes_rate_square_triangle=joint["adversarial_2"],
         bias_delta_design=float(BIAS_DELTA), bias_delta_direct=llava["bias"], control_delta_direct=llava["control"],
         joint_bias_delta_direct=joint["bias"], joint_control_delta_direct=joint["control"],
         scenes=scenes, seed=seed)
