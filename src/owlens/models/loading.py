@@ -124,4 +124,6 @@ def load_joint(owl=None, mllm=None, projector=None, *, dtype="auto", device="aut
         query_length=owl_model.config.text_config.max_position_embeddings,
     )
     model = JointModel(owl_model, llava, alignment.to(dtype), processor).to(device)
+    # Where the weights came from: a run folder fingerprints these files, so a resume with others is refused.
+    model.sources = {"owl": str(owl), "mllm": str(mllm), "projector": None if projector is None else str(projector)}
     return model.eval()
