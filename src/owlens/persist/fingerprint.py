@@ -28,7 +28,7 @@ from pathlib import Path
 
 from owlens.persist.atomic import atomic_write_json
 
-__all__ = ["FINGERPRINT", "Fingerprint", "FingerprintMismatch", "claim", "file_digest", "image_listing",
+__all__ = ["FINGERPRINT", "Fingerprint", "FingerprintMismatch", "claim", "file_digest", "forget_inputs", "image_listing",
            "model_weights", "weights_of"]
 
 FINGERPRINT = "fingerprint.json"
@@ -181,3 +181,13 @@ def claim(path: str | Path, fingerprint: Fingerprint) -> Path:
         raise FingerprintMismatch(f"{path.parent} holds rows made with other {' and '.join(parts)} ({shown}); "
                                   "resume with the same ones, or pass another --out")
     return path
+
+
+def forget_inputs(path: str | Path, part: str, names) -> None:
+    """Record inputs of ``part`` (e.g. the images) as missing: a file that could not be read gave no row, so
+    a resume may find it repaired or replaced, and is not refused for it."""
+    path = Path(path)
+    stored = json.loads(path.read_text())
+    entries = stored["inputs"].setdefault(part, {})
+    entries.update(dict.fromkeys(names))
+    atomic_write_json(path, stored)

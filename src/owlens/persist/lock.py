@@ -3,8 +3,9 @@
 Two runs appending to one folder mix their rows, so a second run on a held folder is refused with a message
 that names the holder (pid, host, command, start time). The kernel releases a ``flock`` when its process ends,
 however it ends, so a lock left by a killed run is no lock at all: the next run takes it and overwrites the
-holder text. The lock file is never deleted: unlinking it while another process has it open but not yet
-locked would let two processes lock two different files of the same name.
+holder text. A run deletes its lock file when it ends, while still holding it; a process that opened the
+file just before and locks it just after finds that the name no longer leads to the file it locked, and
+starts over, so two processes never hold two files of one name.
 
 Nested use in one process (the CLI locks a folder, the library it calls locks it again) is counted, not
 refused: ``flock`` on a second descriptor of the same file would block its own process.
@@ -74,14 +75,7 @@ def hold_lock(lock_file: str | Path, *, what: str | None = None):
             _HELD[path][1] -= 1
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _read_holder(descriptor)
-        os.close(descriptor)
-        raise FolderLockedError(f"{what or path.parent} is in use by another run ({holder}); wait for it to end, "
-                                "or pass another --out") from None
+    descriptor = _acquire(path, what)
     try:
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, json.dumps(asdict(Holder.me())).encode(), 0)
@@ -89,7 +83,27 @@ def hold_lock(lock_file: str | Path, *, what: str | None = None):
         yield path
     finally:
         _HELD.pop(path, None)
+        path.unlink(missing_ok=True)  # still locked: see the module docstring
         os.close(descriptor)  # closing releases the flock
+
+
+def _acquire(path: Path, what: str | None) -> int:
+    """A descriptor of ``path`` holding its flock, the name still leading to it; or ``FolderLockedError``."""
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(descriptor)
+            os.close(descriptor)
+            raise FolderLockedError(f"{what or path.parent} is in use by another run ({holder}); wait for it to "
+                                    "end, or pass another --out") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(descriptor).st_ino:
+                return descriptor
+        except FileNotFoundError:
+            pass  # its holder deleted it as we locked it: try the name again
+        os.close(descriptor)
 
 
 def folder_lock(folder: str | Path):
