@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-from owlens.persist.atomic import atomic_write_text
-
-__all__ = ["HelpFormatter", "at_least", "below", "fraction", "load_model", "model_options", "output_folder",
-           "positive_float", "probability", "write_json"]
+__all__ = ["HelpFormatter", "at_least", "below", "fraction", "held_folder", "load_model", "model_options",
+           "output_folder", "positive_float", "probability", "write_json"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -103,6 +102,22 @@ def model_options() -> argparse.ArgumentParser:
     return parent
 
 
+@contextmanager
+def held_folder(out: str | Path | None, model, settings: dict | None = None):
+    """Hold the run folder ``out`` for the block and check that its rows come from ``model``'s weights (and
+    ``settings``); with no folder, nothing to hold."""
+    if out is None:
+        yield None
+        return
+    from owlens.persist.fingerprint import FINGERPRINT, Fingerprint, claim, model_weights
+    from owlens.persist.lock import folder_lock
+
+    folder = output_folder(out).resolve()
+    with folder_lock(folder):
+        claim(folder / FINGERPRINT, Fingerprint(weights=model_weights(model), settings=settings or {}))
+        yield folder
+
+
 def load_model(args: argparse.Namespace):
     from owlens.models.joint import JointModel
 
@@ -116,6 +131,8 @@ def write_json(payload, path: str | Path | None = None) -> None:
     if path is None:
         sys.stdout.write(text)
         return
+    from owlens.persist.atomic import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)

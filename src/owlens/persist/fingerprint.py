@@ -28,8 +28,8 @@ from pathlib import Path
 
 from owlens.persist.atomic import atomic_write_json
 
-__all__ = ["FINGERPRINT", "Fingerprint", "FingerprintMismatch", "claim", "file_digest", "forget_inputs", "image_listing",
-           "model_weights", "weights_of"]
+__all__ = ["FINGERPRINT", "Fingerprint", "FingerprintMismatch", "claim", "file_digest", "forget_inputs",
+           "image_listing", "model_weights", "weights_of"]
 
 FINGERPRINT = "fingerprint.json"
 _FORMAT = "owlens-fingerprint/1"
@@ -170,7 +170,8 @@ def claim(path: str | Path, fingerprint: Fingerprint) -> Path:
     try:
         stored = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FingerprintMismatch(f"{path} is not readable JSON ({err}); move the run folder away to start afresh")
+        raise FingerprintMismatch(f"{path} is not readable JSON ({err}); move the run folder away to start "
+                                  "afresh") from None
     if not isinstance(stored, dict) or stored.get("format") != _FORMAT:
         raise FingerprintMismatch(f"{path}: expected a {_FORMAT} file; move the run folder away to start afresh")
     differing = [d for part in ("weights", "inputs", "settings")
