@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import re
+import sys
 from pathlib import Path
 
 from owlens.browse import explain_run
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                   + " ".join(str(p) for p in paths))
         settings = {"method": args.method, "token": args.token, "all_tokens": args.all_tokens, "query": args.query}
         explain_run(out, image, args.prompt, saliencies, model, settings)
-    print(f"run folder: {out} (`owlens report {out}`)")
+    print(f"run folder: {out} (`owlens report {out}`)", file=sys.stderr)  # stdout: one line per token
     return 0
 
 
