@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from owlens.cli.common import at_least, load_model, model_options, output_folder, probability, write_json
+from owlens.cli.common import at_least, load_model, model_options, open_probability, output_folder, write_json
 
 
 def register(subparsers) -> None:
@@ -19,11 +19,11 @@ def register(subparsers) -> None:
     parser.add_argument("--vocabulary", choices=("auto", "toy", "coco"), default="auto",
                         help="object names to look for: toy world shapes, or COCO's 80 classes with synonyms "
                              "(auto: toy for the shipped toy world, else coco)")
-    parser.add_argument("--threshold", type=probability, default=0.5,
+    parser.add_argument("--threshold", type=open_probability, default=0.5,
                         help="τ on p_c (`owlens pope score --calibrate` prints a calibrated one)")
     parser.add_argument("--max-new-tokens", type=at_least(1), default=64, help="answer length in tokens")
-    parser.add_argument("--out", metavar="DIR", help="run folder: DIR/boxes.png (every mentioned object's best box) "
-                                                      "and DIR/run.json (`owlens report DIR`)")
+    parser.add_argument("--out", metavar="PNG", help="draw every mentioned object's best box; the run folder "
+                                                      "PNG-stem.run/ beside it gets run.json (`owlens report` it)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from owlens.hallucination.vocabulary import coco_vocabulary, toy_vocabulary
     from owlens.images import load_image
 
-    out = None if args.out is None else _run_folder(args.out)  # before the model loads
+    out = None if args.out is None else _drawing(args.out)  # before the model loads: a wrong --out costs seconds
     image = load_image(args.image)
     toy = args.vocabulary == "toy" or (args.vocabulary == "auto" and not (args.owl or args.mllm))
     model = load_model(args)
@@ -54,11 +54,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_folder(out: str) -> Path:
-    if Path(out).suffix.lower() in (".png", ".jpg", ".jpeg"):
-        raise ValueError(f"--out: expected a run folder (it gets boxes.png and run.json); received the image name "
-                         f"{out!r}")
-    return output_folder(out)
+def _drawing(out: str) -> Path:
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out: expected a PNG file to write; received the folder {out}")
+    output_folder(run_folder(out))
+    return out
+
+
+def run_folder(drawing: Path) -> Path:
+    """Where ``check --out PNG`` writes run.json: the PNG's stem + ".run", beside it (as ``pope run`` does)."""
+    return drawing.with_name(drawing.stem + ".run")
 
 
 def _write(out: Path, image, result, model, args: argparse.Namespace) -> None:
@@ -72,8 +78,9 @@ def _write(out: Path, image, result, model, args: argparse.Namespace) -> None:
     labels = [f"{o.name} {o.presence:.2f}" + ("" if o.grounded else " UNGROUNDED") for o in result.objects]
     drawing = draw_boxes(image, [o.box_xyxy_px for o in result.objects], labels,
                          widths=[3 if o.grounded else 1 for o in result.objects], scale=max(1, 256 // max(image.size)))
-    with folder_lock(out):
+    folder = run_folder(out)
+    with folder_lock(folder):
         buffer = io.BytesIO()
         drawing.save(buffer, format="PNG")
-        atomic_write_bytes(out / "boxes.png", buffer.getvalue())
-        check_run(out, image, result, model, {"threshold": args.threshold, "vocabulary": args.vocabulary})
+        atomic_write_bytes(out, buffer.getvalue())
+        check_run(folder, image, result, model, {"threshold": args.threshold, "vocabulary": args.vocabulary})

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["HelpFormatter", "at_least", "below", "fraction", "held_folder", "load_model", "model_options",
-           "output_folder", "positive_float", "probability", "write_json"]
+           "open_probability", "output_folder", "positive_float", "probability", "write_json"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -59,6 +59,14 @@ def probability(text: str) -> float:
     value = _number(text, "a probability in [0, 1]")
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1]; received {value:g}")
+    return value
+
+
+def open_probability(text: str) -> float:
+    """A probability strictly between 0 and 1 (a threshold on p_c, whose logit must be finite)."""
+    value = _number(text, "a probability strictly between 0 and 1")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability strictly between 0 and 1; received {value:g}")
     return value
 
 

@@ -67,6 +67,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(result)
         return 0
+    print(f"injected delta {result['injected_delta']:+.2f}; OWL swap success {result['owl_swap_success']:.3f}")
+    for name in ("biased", "control", "random_control", "identity_control"):
+        figure = result[name]
+        print(f"{name:>16}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, {figure['ci'][1]:+.3f}]")
+    for name, figure in result["ceiling"].items():
+        print(f"{'ceiling ' + name:>16}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, "
+              f"{figure['ci'][1]:+.3f}]  (scene re-rendered C+)")
+    return 0
 
 
 def _browsable(folder, result: dict, model) -> None:
@@ -83,11 +91,3 @@ def _browsable(folder, result: dict, model) -> None:
                                                           rows)],
                    model, result["settings"], bias={"title": title, "summary": {"groups": {"toy": result["summary"]}},
                                                     "note": note})
-    print(f"injected delta {result['injected_delta']:+.2f}; OWL swap success {result['owl_swap_success']:.3f}")
-    for name in ("biased", "control", "random_control", "identity_control"):
-        figure = result[name]
-        print(f"{name:>16}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, {figure['ci'][1]:+.3f}]")
-    for name, figure in result["ceiling"].items():
-        print(f"{'ceiling ' + name:>16}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, "
-              f"{figure['ci'][1]:+.3f}]  (scene re-rendered C+)")
-    return 0

@@ -52,6 +52,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(payload)
         return 0
+    for split, scores in payload["pope"].items():
+        print(f"{split:>12}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    print(f"adversarial: presence AUROC {payload['presence_auroc']:.4f}, flag AUROC {payload['flag_auroc']:.4f}, "
+          f"flag AP {payload['flag_ap']:.4f} (τ = {payload['threshold']['probability']:.4f}, calibrated)")
+    injected = payload["injected"]
+    print(f"injected: {injected['n_questions']} star questions on cross scenes, yes-rate {injected['yes_rate']}, "
+          f"flagged {injected['flagged_rate']}")
+    return 0
 
 
 def _browsable(folder, payload: dict, model, args: argparse.Namespace) -> None:
@@ -65,11 +73,3 @@ def _browsable(folder, payload: dict, model, args: argparse.Namespace) -> None:
         table("adversarial split: the flag (τ chosen on the calibration split)", ("figure", "value"), headline),
         table("injected co-occurrence: 'is there a star ?' on cross scenes", ("figure", "value"), injected)],
         model, settings, pope=payload["pope"])
-    for split, scores in payload["pope"].items():
-        print(f"{split:>12}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-    print(f"adversarial: presence AUROC {payload['presence_auroc']:.4f}, flag AUROC {payload['flag_auroc']:.4f}, "
-          f"flag AP {payload['flag_ap']:.4f} (τ = {payload['threshold']['probability']:.4f}, calibrated)")
-    injected = payload["injected"]
-    print(f"injected: {injected['n_questions']} star questions on cross scenes, yes-rate {injected['yes_rate']}, "
-          f"flagged {injected['flagged_rate']}")
-    return 0

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from owlens.cli.common import HelpFormatter, at_least, load_model, model_options, probability, write_json
+from owlens.cli.common import HelpFormatter, at_least, load_model, model_options, open_probability, write_json
 
 _RUN_EPILOG = """\
 Each row of ANSWERS: question_id, image, question, answer, parsed (yes/no as POPE's reference reads it),
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     run.add_argument("--batch-size", type=at_least(1), default=16, help="questions per forward pass")
     run.add_argument("--max-new-tokens", type=at_least(1), default=16, help="answer length in tokens")
     run.add_argument("--suffix", default="", help="text appended to every question")
-    run.add_argument("--threshold", type=probability, default=0.5,
+    run.add_argument("--threshold", type=open_probability, default=0.5,
                      help="τ on p_c for the stored flag (uncalibrated; `pope score --calibrate` chooses one)")
     run.add_argument("--fsync", action="store_true", help="fsync every row (also survives a power cut)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
