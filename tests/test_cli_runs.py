@@ -198,3 +198,19 @@ def test_a_saliency_evaluation_folder_renders(tiny_model_args, tmp_path, capsys)
     assert main(["report", str(out)]) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["items"] == [] and [r[0] for r in run["tables"][0]["rows"]] == ["ga", "random"]
+
+
+@pytest.mark.parametrize("damage", ["garbage weights", "owl as mllm"])
+def test_unloadable_weights_are_one_line(damage, tmp_path, image, capsys):
+    from owlens.models.tiny import save_tiny_checkpoints
+
+    paths = {k: str(v) for k, v in save_tiny_checkpoints(tmp_path / "tiny").items()}
+    if damage == "garbage weights":
+        for weights in (tmp_path / "tiny" / "mllm").glob("*.safetensors"):
+            weights.write_bytes(b"garbage")
+    else:
+        paths["mllm"] = paths["owl"]
+    capsys.readouterr()  # the checkpoints' own save bars
+    code = main(["describe", image, "--prompt", "hi", "--owl", paths["owl"], "--mllm", paths["mllm"],
+                 "--projector", paths["projector"], "--device", "cpu"])
+    assert code == 2 and "MLLM (mllm) weights" in _one_line_error(capsys)

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from owlens.models.alignment import Alignment, AlignmentConfig
 from owlens.models.device import resolve_device, resolve_dtype
@@ -63,6 +64,10 @@ def _load(cls, source: str | Path, role: str, *, offline: bool, **kwargs):
                "network access (`hf download " + source + "`) and pass its folder") if offline else \
             "check the id, or download it where there is network access and pass the local folder"
         raise CheckpointNotFoundError(f"{role} weights {source!r} could not be loaded: {how}. ({err})") from err
+    except (SafetensorError, RuntimeError, KeyError, TypeError, AttributeError) as err:
+        # A damaged weight file, or a folder holding another kind of model (an OWL folder passed as --mllm).
+        raise ValueError(f"{role} weights {source!r} could not be read as a {cls.__name__}: "
+                         f"{type(err).__name__}: {err}") from err
 
 
 def _owl_class(source: str, offline: bool):
