@@ -117,10 +117,17 @@ def _bias(model, settings: DemoSettings) -> dict:
 
 def run_demo(out_dir: str | Path, *, model=None, settings: DemoSettings = DemoSettings(), log=print) -> Path:
     """Write the demo's run folder into ``out_dir`` (run.json last: a folder with run.json is complete)."""
-    from owlens.models.joint import JointModel
+
+    from owlens.persist.lock import folder_lock
 
     folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    with folder_lock(folder):  # two demos into one folder would interleave their maps
+        return _run_demo(folder, model, settings, log)
+
+
+def _run_demo(folder: Path, model, settings: DemoSettings, log) -> Path:
+    from owlens.models.joint import JointModel
+
     timings, start = {}, time.perf_counter()
     model = model or JointModel.from_pretrained(device="cpu", dtype="fp32")
     timings["load_s"] = round(time.perf_counter() - start, 2)

@@ -1,6 +1,7 @@
 """A run folder: what a run computed, as files a report (or a person, or a script) can read back.
 
-    RUN_DIR/run.json                      schema "owlens-run/1": model, settings, timings, items, pope, bias
+    RUN_DIR/run.json                      schema "owlens-run/1": model, settings, timings, items, pope, bias,
+                                          tables
     RUN_DIR/images/ITEM.png               each item's image
     RUN_DIR/maps/ITEM/METHOD/NNN.npy      the saliency map (H, W) float32 in [0, 1] of answer token NNN
     RUN_DIR/maps/ITEM/METHOD/NNN.json     that explanation's ``Saliency.to_dict()`` (per-box weights, query)
@@ -19,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from owlens.persist import OutsideFolderError, confined
+from owlens.persist import OutsideFolderError, atomic_write_bytes, atomic_write_json, atomic_write_text, confined
 
 __all__ = ["POPE_COLUMNS", "SCHEMA", "RunFormatError", "map_path", "read_run", "read_saliency", "run_path",
-           "save_image", "save_saliency", "write_run"]
+           "save_image", "save_saliency", "table", "write_run"]
 
 SCHEMA = "owlens-run/1"
 POPE_COLUMNS = ("accuracy", "precision", "recall", "f1", "yes_ratio")  # a split's figures, as the report shows them
@@ -39,9 +40,13 @@ def map_path(item_id: str, method: str, token_index: int) -> str:
 
 
 def save_image(folder: Path, item_id: str, image) -> str:
+    import io
+
     relative = f"images/{item_id}.png"
     (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-    image.save(folder / relative)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(folder / relative, buffer.getvalue())
     return relative
 
 
@@ -49,8 +54,12 @@ def save_saliency(folder: Path, item_id: str, token_index: int, saliency) -> str
     """Write the map (.npy) and its explanation (.json); returns the relative base path."""
     base = map_path(item_id, saliency.method, token_index)
     (folder / base).parent.mkdir(parents=True, exist_ok=True)
-    np.save(folder / f"{base}.npy", saliency.map_array())
-    (folder / f"{base}.json").write_text(json.dumps(saliency.to_dict()))
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, saliency.map_array())
+    atomic_write_bytes(folder / f"{base}.npy", buffer.getvalue())
+    atomic_write_text(folder / f"{base}.json", json.dumps(saliency.to_dict()))
     return base
 
 
@@ -75,11 +84,15 @@ def read_saliency(folder: str | Path, base: str, field: str) -> tuple[np.ndarray
 
 def write_run(folder: Path, payload: dict) -> Path:
     """Write run.json last and atomically: a folder whose run.json exists is complete."""
-    path = Path(folder) / "run.json"
-    partial = path.with_name("run.json.partial")
-    partial.write_text(json.dumps({"schema": SCHEMA, **payload}, indent=2) + "\n")
-    partial.replace(path)
-    return path
+    return atomic_write_json(Path(folder) / "run.json", {"schema": SCHEMA, **payload})
+
+
+def table(title: str, columns, rows) -> dict:
+    """A run.json table: the report shows it as written (texts escaped, numbers to 4 significant digits)."""
+    def cell(value):  # JSON has no NaN: a figure that could not be computed is an empty cell
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return {"title": title, "columns": list(columns), "rows": [[cell(v) for v in row] for row in rows]}
 
 
 def run_path(folder: str | Path, name, what: str) -> Path:
@@ -175,7 +188,9 @@ def _check_run(run: dict) -> None:
     for section in ("model", "settings", "timings"):
         _object(run.get(section, {}), section)
     items = _list(run.get("items"), "items")
-    _check(bool(items), "items", "at least one item", items)
+    # A run without images (a bias run, an evaluation) is browsable by its figures alone.
+    _check(bool(items) or any(run.get(k) for k in ("pope", "bias", "tables")), "items",
+           "at least one item, or a pope, bias or tables section", items)
     for i, item in enumerate(items):
         _check_item(_object(item, f"items[{i}]"), f"items[{i}]")
     for split, scores in _object(run.get("pope") or {}, "pope").items():
@@ -183,6 +198,21 @@ def _check_run(run: dict) -> None:
             _number(_object(scores, f"pope.{split}").get(column), f"pope.{split}.{column}")
     if run.get("bias") is not None:
         _check_bias(_object(run["bias"], "bias"))
+    for k, entry in enumerate(_list(run.get("tables", []), "tables")):
+        _check_table(_object(entry, f"tables[{k}]"), f"tables[{k}]")
+
+
+def _check_table(entry: dict, field: str) -> None:
+    _string(entry.get("title"), f"{field}.title")
+    columns = _list(entry.get("columns"), f"{field}.columns")
+    for k, column in enumerate(columns):
+        _string(column, f"{field}.columns[{k}]")
+    for r, row in enumerate(_list(entry.get("rows"), f"{field}.rows")):
+        _check(isinstance(row, list) and len(row) == len(columns), f"{field}.rows[{r}]",
+               f"a list of {len(columns)} cells", row)
+        for c, cell in enumerate(row):
+            _check(cell is None or isinstance(cell, str) or _finite(cell), f"{field}.rows[{r}][{c}]",
+                   "a string, a finite number or null", cell)
 
 
 def _check_item(item: dict, field: str) -> None:

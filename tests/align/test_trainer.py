@@ -134,3 +134,56 @@ def test_two_processes_under_accelerate(tiny_checkpoints, tmp_path):
     # global batch 4 split over 2 processes: 16 images x 2 epochs = 8 steps, every image used once per epoch
     assert result["processes"] == 2
     assert result["steps"] == 8 and result["images_used"] == 32
+
+
+# The checkpoint swap's window: a child trains and is killed (os._exit, no clean-up) at one step of the swap
+# during its second checkpoint; the rerun must resume from a complete checkpoint and end where an
+# uninterrupted run ends.
+_KILLED_IN_SWAP = """
+import os, sys
+import numpy as np
+from owlens.align import AlignConfig, train_alignment, trainer
+from owlens.models.tiny import tiny_joint, tiny_processor
+
+step, out = sys.argv[1], sys.argv[2]
+seen = []
+
+def hook(name):
+    seen.append(name)
+    if name == step and seen.count(step) == 2:
+        os._exit(137)
+
+trainer._swap_hook = hook
+rng = np.random.default_rng(0)
+images = [rng.integers(0, 255, (40, 50, 3), dtype=np.uint8) for _ in range(24)]
+config = AlignConfig(batch_size=4, epochs=2, checkpoint_every=3, lr=1e-3)
+train_alignment(tiny_joint(0, processor=tiny_processor()), images, out, config, progress=False, log=lambda *_: None)
+"""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("whole"), _images())[0]
+
+
+@pytest.mark.parametrize("step", ["written", "complete", "aside", "in-place"])
+def test_a_kill_inside_the_checkpoint_swap_keeps_a_complete_checkpoint(tmp_path, uninterrupted, step):
+    killed = subprocess.run([sys.executable, "-c", _KILLED_IN_SWAP, step, str(tmp_path)], capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    model, result = _train(tmp_path, _images())
+    # the checkpoint before the one being swapped in, or that one once it was complete: never step 0
+    assert result.resumed_from_step > 0 and result.resumed_from_step % 3 == 0
+    assert _same_weights(model.alignment, uninterrupted.alignment)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint*")) == ["checkpoint"]
+
+
+def test_a_changed_image_folder_is_refused_on_resume(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k, pixels in enumerate(_images(8)):
+        Image.fromarray(pixels).save(folder / f"{k}.png")
+    _train(tmp_path / "run", list_images(folder), max_steps=1)
+    Image.fromarray(_images(1, seed=5)[0]).save(folder / "extra.png")
+    with pytest.raises(ValueError, match=r"other inputs \(inputs\.images\..*extra\.png \(added\)\)"):
+        _train(tmp_path / "run", list_images(folder), max_steps=2)

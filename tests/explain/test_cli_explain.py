@@ -31,7 +31,7 @@ def test_all_tokens_and_a_custom_query(tiny_model_args, image, tmp_path, capsys)
     code = main(["explain", image, "--prompt", "what is in the image ?", "--all-tokens", "--max-new-tokens", "3",
                  "--query", "a photo of a star", "--out", str(out), *tiny_model_args])
     assert code == 0
-    written = sorted(p.name for p in out.glob("*.json"))
+    written = sorted(p.name for p in out.glob("*.json") if p.name != "run.json")  # run.json: the report's
     assert len(written) == len(capsys.readouterr().out.strip().splitlines()) == 3
     assert all(json.loads((out / name).read_text())["query"] == "a photo of a star" for name in written)
 
@@ -72,8 +72,10 @@ def test_a_method_without_boxes_writes_map_and_json_only(tiny_model_args, image,
     code = main(["explain", image, "--prompt", "what is in the image ?", "--token", "circle", "--method", "gradient",
                  "--out", str(out), *tiny_model_args])
     assert code == 0
-    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".npy", ".png"]
+    # beside the run folder's own run.json, images/ and maps/: the token's overlay, map and explanation
+    assert sorted(p.suffix for p in out.iterdir() if p.is_file() and p.name != "run.json") == [".json", ".npy", ".png"]
     assert not list(out.glob("*-boxes.png"))
+    assert main(["report", str(out)]) == 0
 
 
 def test_object_attribution_names_the_objects_it_rests_on(tiny_model_args, image, tmp_path, capsys):

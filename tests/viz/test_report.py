@@ -143,3 +143,13 @@ def test_clicked_tokens_show_their_saved_maps(tmp_path):
         assert not errors, errors
     finally:
         driver.quit()
+
+
+def test_a_run_without_images_shows_its_tables_as_text(tmp_path):
+    from owlens.rundir import table, write_run
+
+    write_run(tmp_path, {"title": "figures only", "items": [], "tables": [
+        table("methods <b>", ("method", "score"), [["ga", 0.12345], ["<script>x</script>", float("nan")]])]})
+    page = render_report(tmp_path).path.read_text()
+    assert "methods &lt;b&gt;" in page and "<td>0.1235</td>" in page
+    assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>x" not in page

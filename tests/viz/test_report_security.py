@@ -216,7 +216,13 @@ BIAS_FIGURE = "bias.summary.groups.g.traits.t.adversarial.expected"
 MALFORMED = {
     "title": (_set("title", 3), r"^title: expected a string; received int 3$"),
     "items": (_set("items", "x"), r"^items: expected a list"),
-    "no items": (_set("items", []), r"^items: expected at least one item"),
+    # a run with no image may still show its figures; one with nothing at all to show is refused
+    "no items": (lambda run: run.update(items=[], pope=None, bias=None, tables=[]),
+                 r"^items: expected at least one item, or a pope, bias or tables section"),
+    "table row": (_set("tables", [{"title": "t", "columns": ["a", "b"], "rows": [["x"]]}]),
+                  r"^tables\[0\]\.rows\[0\]: expected a list of 2 cells"),
+    "table cell": (_set("tables", [{"title": "t", "columns": ["a"], "rows": [[{"x": 1}]]}]),
+                   r"^tables\[0\]\.rows\[0\]\[0\]: expected a string, a finite number or null"),
     "item": (_set("items.0", None), r"^items\[0\]: expected a JSON object"),
     "tokens": (_set("items.0.answer.tokens", "a red"), r"^items\[0\]\.answer\.tokens: expected a list"),
     "token index": (_set("items.0.answer.tokens.1.index", "1"), r"^items\[0\]\.answer\.tokens\[1\]\.index"),

@@ -4,8 +4,14 @@ decay 1e-2, batch 16, one epoch.
 
 Runs under Hugging Face accelerate (one process, or `accelerate launch` for several GPUs); the batch size is
 the global batch (``split_batches``), so the paper's 16 stays 16 whatever the number of processes. A
-checkpoint is written atomically every ``checkpoint_every`` steps; rerunning with the same ``out_dir``
-resumes exactly where the last checkpoint left off.
+checkpoint is written every ``checkpoint_every`` steps; rerunning with the same ``out_dir`` resumes exactly
+where the last checkpoint left off, provided the weights, the image files and the settings are those of the
+run that wrote it (``fingerprint.json``). One run at a time holds ``out_dir``.
+
+The checkpoint swap never loses the last good checkpoint: the new one is written to ``checkpoint.partial``
+(its trainer_state.json last, marking it complete), the old one is renamed aside to ``checkpoint.old``, the
+new one renamed into place, and only then is the old one deleted. A kill anywhere in between leaves one
+complete checkpoint among the three names, and ``_recover`` puts the newest complete one back in place.
 """
 
 from __future__ import annotations
@@ -13,17 +19,22 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from owlens.align.data import ImageFolder, collate
+from owlens.persist.atomic import atomic_write_json
+from owlens.persist.fingerprint import FINGERPRINT, Fingerprint, claim, image_listing, model_weights
+from owlens.persist.lock import folder_lock
 
 __all__ = ["AlignConfig", "AlignResult", "train_alignment", "CHECKPOINT", "PROJECTOR"]
 
 CHECKPOINT, PROJECTOR, STATE, RESULT = "checkpoint", "projector", "trainer_state.json", "result.json"
+PARTIAL, OLD = CHECKPOINT + ".partial", CHECKPOINT + ".old"
 # Settings a resumed run must share with the run that wrote the checkpoint, or the result is not one run.
 _RESUME_KEYS = ("lr", "weight_decay", "batch_size", "epochs", "seed", "schedule")
 _SCHEDULES = ("constant", "cosine")
@@ -99,6 +110,35 @@ def _frozen(modules) -> list[tuple[torch.nn.Parameter, bool]]:
     return saved
 
 
+def _swap_step(step: str) -> None:
+    """Called between the steps of the checkpoint swap; tests replace it to kill the run inside the window."""
+
+
+_swap_hook: Callable[[str], None] = _swap_step
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / STATE).is_file()
+
+
+def _recover(out_dir: Path) -> None:
+    """Put the newest complete checkpoint at ``checkpoint/`` after a kill inside the swap; drop the rest.
+
+    In swap order: a complete ``checkpoint.partial`` with no ``checkpoint`` was about to be renamed in (it is
+    the newest); otherwise ``checkpoint.old`` is the last good one. A ``checkpoint.partial`` left beside a
+    ``checkpoint`` was never finished, or is older news: deleted, as is a leftover ``checkpoint.old``.
+    """
+    final, partial, old = out_dir / CHECKPOINT, out_dir / PARTIAL, out_dir / OLD
+    if not final.exists():
+        if partial.exists() and _complete(partial):
+            partial.rename(final)
+        elif old.exists() and _complete(old):
+            old.rename(final)
+    for leftover in (partial, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+
+
 def _read_state(out_dir: Path, config: AlignConfig) -> dict:
     path = out_dir / CHECKPOINT / STATE
     if not path.is_file():
@@ -113,17 +153,36 @@ def _read_state(out_dir: Path, config: AlignConfig) -> dict:
 
 
 def _save_checkpoint(accelerator, out_dir: Path, state: dict, config: AlignConfig) -> None:
-    partial, final = out_dir / (CHECKPOINT + ".partial"), out_dir / CHECKPOINT
+    """Write the new checkpoint, then swap it in without a moment where no complete one exists."""
+    partial, final, old = out_dir / PARTIAL, out_dir / CHECKPOINT, out_dir / OLD
     if accelerator.is_main_process and partial.exists():
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
     if accelerator.is_main_process:
-        (partial / STATE).write_text(json.dumps({**state, "config": asdict(config)}, indent=2))
+        _swap_hook("written")
+        atomic_write_json(partial / STATE, {**state, "config": asdict(config)}, durable=True)  # marks it complete
+        _swap_hook("complete")
         if final.exists():
-            shutil.rmtree(final)
-        partial.rename(final)  # a kill before this line leaves the previous checkpoint intact
+            final.rename(old)
+            _swap_hook("aside")
+        partial.rename(final)
+        _swap_hook("in-place")
+        if old.exists():
+            shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def _fingerprint(model, images: Sequence, config: AlignConfig) -> Fingerprint:
+    """The frozen models, the image files and the settings.
+
+    Only a list of paths has files to vouch for; in-memory images and generated datasets (the toy world's
+    scenes, which would be rendered to be listed) are left to the settings and the caller.
+    """
+    listed = isinstance(images, (list, tuple))
+    files = [image for image in images if isinstance(image, (str, Path))] if listed else []
+    return Fingerprint(weights=model_weights(model), inputs={"images": image_listing(files)},
+                       settings={k: v for k, v in asdict(config).items() if k in _RESUME_KEYS})
 
 
 def _batch_loss(model, projector, batch: dict) -> torch.Tensor:
@@ -143,7 +202,9 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
     from accelerate import Accelerator, DataLoaderConfiguration
     from tqdm.auto import tqdm
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out: expected a folder; received the file {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     # split_batches: each global batch is cut across processes (the Accelerator's own keyword is ignored).
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=model.device.type == "cpu",
@@ -151,8 +212,13 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
     loader = torch.utils.data.DataLoader(ImageFolder(images, model.processor), batch_size=config.batch_size,
                                          sampler=_EpochOrder(len(images), config.seed), collate_fn=collate,
                                          num_workers=config.num_workers)
-    borrowed = _frozen([model.owl, model.llava])
+    borrowed, locks = _frozen([model.owl, model.llava]), ExitStack()
     try:
+        if accelerator.is_main_process:  # one launch holds the folder; its other processes share the lock
+            locks.enter_context(folder_lock(out_dir))
+            _recover(out_dir)
+            claim(out_dir / FINGERPRINT, _fingerprint(model, images, config))
+        accelerator.wait_for_everyone()
         model.to(accelerator.device)
         optimizer = torch.optim.AdamW(model.alignment.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = _scheduler(optimizer, config.schedule, config.epochs * math.ceil(len(images) / config.batch_size))
@@ -177,9 +243,10 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
         result = AlignResult(projector_dir, state["step"], state["used"], state["skipped"], state["loss"],
                              resumed_from, accelerator.num_processes, accelerator.process_index)
         if accelerator.is_main_process:  # one writer: every process holds the same result
-            (out_dir / RESULT).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+            atomic_write_json(out_dir / RESULT, result.to_dict())
         return result
     finally:
+        locks.close()
         for parameter, requires_grad in borrowed:
             parameter.requires_grad_(requires_grad)
 

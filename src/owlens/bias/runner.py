@@ -1,12 +1,15 @@
 """Run a bias benchmark spec over its image folders: incremental JSONL, resumable, with a progress bar.
 
 Layout of the output folder:
-    spec.json      the validated spec the records belong to (a resume with another spec is refused)
-    records.jsonl  one line per image: {"group", "image", "status": "ok"|"error", ...the probe's record}
+    spec.json         the validated spec the records belong to (a resume with another spec is refused)
+    fingerprint.json  the weights and the image listing (sizes, mtimes) the records come from: a resume with
+                      another model, or after an image was added, changed or removed, is refused
+    records.jsonl     one line per image: {"group", "image", "status": "ok"|"error", ...the probe's record}
 
 Images go in fixed batches of the sorted folder listing; a batch's lines are written together and flushed,
-so a killed run resumes at the first unfinished batch and redoes at most one. A missing or corrupt image is
-recorded as an error line, reported in the summary, and skipped.
+so a killed run resumes at the first unfinished batch and redoes at most one, and the records stay in listing
+order. A missing or corrupt image is recorded as an error line, reported in the summary, and skipped. One run
+at a time holds the folder.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ from owlens.bias.probe import BiasProbe
 from owlens.bias.scoring import TraitScorer
 from owlens.bias.spec import BenchmarkSpec, GroupSpec
 from owlens.bias.summary import summarise
+from owlens.hallucination.journal import Journal, complete_rows
 from owlens.images import ImageReadError, load_image
+from owlens.persist.atomic import atomic_write_json
+from owlens.persist.fingerprint import FINGERPRINT, Fingerprint, claim, image_listing, model_weights
+from owlens.persist.lock import folder_lock
 
 __all__ = ["RECORDS", "SPEC_COPY", "read_records", "run_benchmark"]
 
@@ -28,25 +35,7 @@ SPEC_COPY = "spec.json"
 
 def read_records(path: str | Path) -> list[dict]:
     """The records of a JSONL file; a torn last line (a run killed mid-write) is ignored."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a last line without its newline (a run killed mid-write), so appended lines start clean."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    return complete_rows(path)[0]
 
 
 def _claim(out_dir: Path, spec: BenchmarkSpec) -> None:
@@ -60,7 +49,7 @@ def _claim(out_dir: Path, spec: BenchmarkSpec) -> None:
             raise ValueError(f"{out_dir} holds results of another spec (differs in {changed}); pass a new --out "
                              "folder, or delete this one to start over")
         return
-    copy.write_text(json.dumps(settings, indent=2) + "\n")
+    atomic_write_json(copy, settings)
 
 
 def _run_batch(probe: BiasProbe, spec: BenchmarkSpec, group: GroupSpec, paths: list[Path], seed: int) -> list[dict]:
@@ -80,12 +69,20 @@ def _run_batch(probe: BiasProbe, spec: BenchmarkSpec, group: GroupSpec, paths: l
 
 def run_benchmark(model, spec: BenchmarkSpec, out_dir: str | Path, *, progress: bool = True) -> dict:
     """Measure every group of ``spec`` with J; returns {"spec", "groups", "errors"} (see ``summary``)."""
+
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out: expected a folder; received the file {out_dir}")
+    with folder_lock(out_dir):
+        _claim(out_dir, spec)
+        claim(out_dir / FINGERPRINT, Fingerprint(weights=model_weights(model), inputs={
+            group.name: image_listing(group.images(), group.folder) for group in spec.groups}))
+        return _run_locked(model, spec, out_dir, progress)
+
+
+def _run_locked(model, spec: BenchmarkSpec, out_dir: Path, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _claim(out_dir, spec)
-    _drop_torn_tail(out_dir / RECORDS)
     done = {(r["group"], r["image"]) for r in read_records(out_dir / RECORDS)}
     probe = BiasProbe(model, spec.perturbation.build(model, spec.owl_template),
                       TraitScorer(model, spec.prompt_template, max_new_tokens=spec.max_new_tokens),
@@ -95,14 +92,17 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir: str | Path, *, progress: 
                for index, start in enumerate(range(0, len(paths), spec.batch_size))]
     total = sum(len(b[2]) for b in batches)
     finished = sum(len(b[2]) for b in batches if all((b[0].name, p.name) in done for p in b[2]))
-    with open(out_dir / RECORDS, "a") as sink, tqdm(total=total, initial=finished, unit="image",
-                                                      desc=f"bias {spec.name}", disable=not progress) as bar:
+    # The journal drops a torn last line (a run killed mid-write) by truncating it, never by rewriting the file.
+    with Journal(out_dir / RECORDS) as sink, tqdm(total=total, initial=finished, unit="image",
+                                                   desc=f"bias {spec.name}", disable=not progress) as bar:
         for group, index, paths in batches:
             if all((group.name, p.name) in done for p in paths):
                 continue
+            # A batch cut short by a kill is redone whole (its records depend on the batch), and only the
+            # records not yet written are appended: no image twice, the listing's order kept.
             for record in _run_batch(probe, spec, group, paths, index):
-                sink.write(json.dumps(record) + "\n")
-            sink.flush()
+                if (record["group"], record["image"]) not in done:
+                    sink.append(record)
             bar.update(len(paths))
     summary = summarise(read_records(out_dir / RECORDS), spec.traits, [g.name for g in spec.groups],
                         statistics=spec.statistics)

@@ -129,7 +129,8 @@ def _group(value, index: int, root: Path, template: str, source: str) -> GroupSp
     where = f"{source}: groups[{index}]"
     if not isinstance(value, dict) or set(value) != {"name", "folder", "c_minus", "c_plus"}:
         raise _fail(where, "a mapping with exactly name, folder, c_minus, c_plus", value)
-    folder = (root / str(value["folder"])).expanduser()
+    # Resolved now: the spec copy and the fingerprint name the same folder whatever directory a resume runs in.
+    folder = (root / str(value["folder"])).expanduser().resolve()
     if not folder.is_dir():
         raise SpecError(f"{where}.folder: expected an existing folder of images; received {value['folder']!r} "
                         f"(resolved to {folder}); put the group's images there or fix the path")

@@ -40,9 +40,22 @@ _COMMANDS = ("demo", "describe", "detect", "explain", "check", "pope", "bias", "
              "evaluate")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's help in one formatter: descriptions as written, each option's default shown."""
+
+    def __init__(self, *args, **kwargs):
+        from owlens.cli.common import HelpFormatter
+
+        kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        # One line, like every other error of owlens; the usage is one --help away.
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="owlens", description=_DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="owlens", description=_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"owlens {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMANDS:
@@ -59,10 +72,24 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_transformers()
     try:
         return args.run(args)
+    except KeyboardInterrupt:
+        # Rows and checkpoints already written are whole (journals, atomic files): a rerun resumes from them.
+        print(f"owlens {args.command}: interrupted; what was written is kept, rerun the command to resume",
+              file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError) as err:
         # Expected failures (a missing checkpoint, a corrupt image, a bad prompt) end in one clear line.
-        print(f"owlens {args.command}: error: {err}", file=sys.stderr)
+        print(f"owlens {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # A read-only folder, a full disk: the system's reason and the file, not a traceback.
+        where = f": {err.filename}" if err.filename else ""
+        print(f"owlens {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def _quiet_transformers() -> None:

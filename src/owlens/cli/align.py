@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from owlens.cli.common import HelpFormatter, at_least, below, positive_float
+
 _EPILOG = """\
 Paper defaults: AdamW lr 1e-4, weight decay 1e-2, global batch 16, one epoch, the deep MLP
 768→8192→8192→8192→4096 (ReLU). Rerun the same command to resume from the last checkpoint in --out.
@@ -21,7 +23,7 @@ def register(subparsers) -> None:
         "train", help="distil W: MSE between W(E[:, 1:]) and the MLLM's own image tokens",
         description="Train W on images only, OWL and the MLLM frozen. Writes OUT/projector (W) when done, "
                     "OUT/checkpoint every --checkpoint-every steps, OUT/result.json.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_EPILOG, formatter_class=HelpFormatter)
     parser.add_argument("--owl", required=True, metavar="ID_OR_DIR", help="OWL-ViT/OWLv2 detector")
     parser.add_argument("--mllm", required=True, metavar="ID_OR_DIR", help="LLaVA-family MLLM")
     parser.add_argument("--images", required=True, metavar="DIR_OR_LIST",
@@ -29,16 +31,17 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder (resumed if it has a checkpoint)")
     parser.add_argument("--shape", choices=("paper", "light"), default="paper",
                         help="W's architecture: the paper's deep MLP, or LLaVA-projector-shaped (default: paper)")
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--weight-decay", type=float, default=1e-2)
-    parser.add_argument("--batch-size", type=int, default=16, help="global batch across all processes")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=positive_float, default=1e-4, help="AdamW learning rate")
+    parser.add_argument("--weight-decay", type=below(1), default=1e-2, help="AdamW weight decay")
+    parser.add_argument("--batch-size", type=at_least(1), default=16, help="global batch across all processes")
+    parser.add_argument("--epochs", type=at_least(1), default=1, help="passes over the images")
     parser.add_argument("--seed", type=int, default=0, help="fixes W's initialisation and the image order")
-    parser.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS")
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps (a checkpoint is kept)")
+    parser.add_argument("--checkpoint-every", type=at_least(1), default=200, metavar="STEPS",
+                        help="steps between checkpoints")
+    parser.add_argument("--max-steps", type=at_least(1), help="stop after this many steps (a checkpoint is kept)")
     parser.add_argument("--bf16", action="store_true", help="frozen models in bfloat16 and bf16 autocast")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (ignored under accelerate launch)")
-    parser.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
+    parser.add_argument("--workers", type=at_least(0), default=0, help="image-decoding worker processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from owlens.cli.common import load_model, model_options, write_json
+from owlens.cli.common import load_model, model_options, output_folder, write_json
 
 
 def register(subparsers) -> None:
@@ -15,7 +14,8 @@ def register(subparsers) -> None:
                     "woman), ask the MLLM 1-10 trait questions on the clean and the perturbed embedding, and "
                     "report the mean paired change with a bootstrap CI, beside a random perturbation of the "
                     "same norms and the identity swap C+ = C-. Writes DIR/records.jsonl (resumable), "
-                    "DIR/summary.json and DIR/bias.svg. See examples/bias/*.yaml.")
+                    "DIR/summary.json, DIR/bias.svg and DIR/run.json (`owlens report DIR`). See "
+                    "examples/bias/*.yaml.")
     parser.add_argument("spec", help="benchmark spec (YAML)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder; rerun with it to resume")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -25,14 +25,25 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from owlens.bias.runner import run_benchmark
     from owlens.bias.spec import load_spec
+    from owlens.browse import bias_run
+    from owlens.persist.atomic import atomic_write_text
+    from owlens.persist.lock import folder_lock
     from owlens.viz.bias_plot import bias_plot_svg
 
     spec = load_spec(args.spec)  # validated before the model loads: a typo costs seconds, not a load
-    result = run_benchmark(load_model(args), spec, args.out, progress=not args.no_progress)
-    out = Path(args.out)
-    write_json(result, out / "summary.json")
-    (out / "bias.svg").write_text(bias_plot_svg(result, title=f"{spec.name}: paired delta of the expected 1-10 "
-                                                               "score (95% bootstrap CI)"))
+    out = output_folder(args.out)
+    model = load_model(args)
+    with folder_lock(out):
+        result = run_benchmark(model, spec, out, progress=not args.no_progress)
+        readable = sum(entry["n_images"] - entry["n_errors"] for entry in result["groups"].values())
+        if not readable:
+            first = result["errors"][0] if result["errors"] else {"image": "?", "error": "no images"}
+            raise ValueError(f"no image of {args.spec} could be read (e.g. {first['image']}: {first['error']}); "
+                             f"see {out / 'records.jsonl'}; nothing summarised")
+        title = f"{spec.name}: paired delta of the expected 1-10 score (95% bootstrap CI)"
+        write_json(result, out / "summary.json")
+        atomic_write_text(out / "bias.svg", bias_plot_svg(result, title=title))
+        bias_run(out, result, title, model, note=f"{readable} readable images")
     for group, entry in result["groups"].items():
         swap = entry.get("perturbations", {}).get("adversarial", {}).get("swap_rate", float("nan"))
         print(f"{group}: {entry['n_images']} images, {entry['n_errors']} unreadable, OWL swap rate {swap:.2f}")
@@ -40,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
             cells = "  ".join(f"{c} {f['expected']['delta']:+.3f} [{f['expected']['ci95'][0]:+.3f}, "
                               f"{f['expected']['ci95'][1]:+.3f}]" for c, f in figures.items() if c != "clean")
             print(f"  {trait}: {cells}")
-    print(f"wrote {out / 'summary.json'}, {out / 'bias.svg'}")
+    print(f"wrote {out / 'summary.json'}, {out / 'bias.svg'}, {out / 'run.json'} (`owlens report {out}`)")
     return 0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from owlens.cli.common import load_model, model_options, write_json
+from owlens.cli.common import at_least, load_model, model_options, open_probability, output_folder, write_json
 
 
 def register(subparsers) -> None:
@@ -18,10 +19,11 @@ def register(subparsers) -> None:
     parser.add_argument("--vocabulary", choices=("auto", "toy", "coco"), default="auto",
                         help="object names to look for: toy world shapes, or COCO's 80 classes with synonyms "
                              "(auto: toy for the shipped toy world, else coco)")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="τ on p_c (default 0.5; `owlens pope score --calibrate` prints a calibrated one)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--out", metavar="PNG", help="draw every mentioned object's best box")
+    parser.add_argument("--threshold", type=open_probability, default=0.5,
+                        help="τ on p_c (`owlens pope score --calibrate` prints a calibrated one)")
+    parser.add_argument("--max-new-tokens", type=at_least(1), default=64, help="answer length in tokens")
+    parser.add_argument("--out", metavar="PNG", help="draw every mentioned object's best box; the run folder "
+                                                      "PNG-stem.run/ beside it gets run.json (`owlens report` it)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
 
@@ -32,19 +34,14 @@ def run(args: argparse.Namespace) -> int:
     from owlens.hallucination.vocabulary import coco_vocabulary, toy_vocabulary
     from owlens.images import load_image
 
+    out = None if args.out is None else _drawing(args.out)  # before the model loads: a wrong --out costs seconds
     image = load_image(args.image)
     toy = args.vocabulary == "toy" or (args.vocabulary == "auto" and not (args.owl or args.mllm))
     model = load_model(args)
     result = check(model, image, args.prompt, toy_vocabulary() if toy else coco_vocabulary(),
                    threshold=PresenceThreshold.from_probability(args.threshold), max_new_tokens=args.max_new_tokens)
-    if args.out:
-        from owlens.viz.boxes import draw_boxes
-
-        labels = [f"{o.name} {o.presence:.2f}" + ("" if o.grounded else " UNGROUNDED") for o in result.objects]
-        drawing = draw_boxes(image, [o.box_xyxy_px for o in result.objects], labels,
-                             widths=[3 if o.grounded else 1 for o in result.objects],
-                             scale=max(1, 256 // max(image.size)))
-        drawing.save(args.out)
+    if out is not None:
+        _write(out, image, result, model, args)
     if args.json:
         write_json({"image": args.image, **result.to_dict()})
         return 0
@@ -55,3 +52,35 @@ def run(args: argparse.Namespace) -> int:
     if not result.objects:
         print("  (the answer names no object of the vocabulary)")
     return 0
+
+
+def _drawing(out: str) -> Path:
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out: expected a PNG file to write; received the folder {out}")
+    output_folder(run_folder(out))
+    return out
+
+
+def run_folder(drawing: Path) -> Path:
+    """Where ``check --out PNG`` writes run.json: the PNG's stem + ".run", beside it (as ``pope run`` does)."""
+    return drawing.with_name(drawing.stem + ".run")
+
+
+def _write(out: Path, image, result, model, args: argparse.Namespace) -> None:
+    import io
+
+    from owlens.browse import check_run
+    from owlens.persist.atomic import atomic_write_bytes
+    from owlens.persist.lock import folder_lock
+    from owlens.viz.boxes import draw_boxes
+
+    labels = [f"{o.name} {o.presence:.2f}" + ("" if o.grounded else " UNGROUNDED") for o in result.objects]
+    drawing = draw_boxes(image, [o.box_xyxy_px for o in result.objects], labels,
+                         widths=[3 if o.grounded else 1 for o in result.objects], scale=max(1, 256 // max(image.size)))
+    folder = run_folder(out)
+    with folder_lock(folder):
+        buffer = io.BytesIO()
+        drawing.save(buffer, format="PNG")
+        atomic_write_bytes(out, buffer.getvalue())
+        check_run(folder, image, result, model, {"threshold": args.threshold, "vocabulary": args.vocabulary})

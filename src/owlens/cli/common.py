@@ -5,9 +5,98 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["model_options", "load_model", "write_json"]
+__all__ = ["HelpFormatter", "at_least", "below", "fraction", "held_folder", "load_model", "model_options",
+           "open_probability", "output_folder", "positive_float", "probability", "write_json"]
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written, and every option's default at the end of its help."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})".lstrip()
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``, refused at parse time otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}; received {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}; received {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"  # what argparse names in its own messages
+    return parse
+
+
+def _number(text: str, expected: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, "a number > 0")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0; received {value:g}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = _number(text, "a probability in [0, 1]")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1]; received {value:g}")
+    return value
+
+
+def open_probability(text: str) -> float:
+    """A probability strictly between 0 and 1 (a threshold on p_c, whose logit must be finite)."""
+    value = _number(text, "a probability strictly between 0 and 1")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability strictly between 0 and 1; received {value:g}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1] that is not a probability (a share, a region threshold)."""
+    value = _number(text, "a number in [0, 1]")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1]; received {value:g}")
+    return value
+
+
+def below(maximum: float):
+    """An argparse type: a number >= 0 and < ``maximum`` (a weight decay, say)."""
+
+    def parse(text: str) -> float:
+        value = _number(text, f"a number in [0, {maximum:g})")
+        if not 0 <= value < maximum:
+            raise argparse.ArgumentTypeError(f"expected a number in [0, {maximum:g}); received {value:g}")
+        return value
+
+    parse.__name__ = f"number in [0, {maximum:g})"
+    return parse
+
+
+def output_folder(path: str | Path) -> Path:
+    """``path`` as a run folder to write: refused when it names an existing file (before any model loads)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out: expected a folder; received the existing file {path}")
+    return path
 
 
 def model_options() -> argparse.ArgumentParser:
@@ -16,9 +105,25 @@ def model_options() -> argparse.ArgumentParser:
     group.add_argument("--owl", metavar="ID_OR_DIR", help="OWL-ViT/OWLv2 detector, e.g. google/owlvit-base-patch32")
     group.add_argument("--mllm", metavar="ID_OR_DIR", help="LLaVA-family MLLM, e.g. llava-hf/llava-1.5-7b-hf")
     group.add_argument("--projector", metavar="DIR", help="alignment W folder written by `owlens align train`")
-    group.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16 | fp64 (default: auto)")
-    group.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    group.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16 | fp64")
+    group.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     return parent
+
+
+@contextmanager
+def held_folder(out: str | Path | None, model, settings: dict | None = None):
+    """Hold the run folder ``out`` for the block and check that its rows come from ``model``'s weights (and
+    ``settings``); with no folder, nothing to hold."""
+    if out is None:
+        yield None
+        return
+    from owlens.persist.fingerprint import FINGERPRINT, Fingerprint, claim, model_weights
+    from owlens.persist.lock import folder_lock
+
+    folder = output_folder(out).resolve()
+    with folder_lock(folder):
+        claim(folder / FINGERPRINT, Fingerprint(weights=model_weights(model), settings=settings or {}))
+        yield folder
 
 
 def load_model(args: argparse.Namespace):
@@ -34,8 +139,8 @@ def write_json(payload, path: str | Path | None = None) -> None:
     if path is None:
         sys.stdout.write(text)
         return
+    from owlens.persist.atomic import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
+    atomic_write_text(path, text)

@@ -12,8 +12,8 @@ def register(subparsers) -> None:
                     "(Gradient Alignment and baselines), ground every mentioned object with the detector, "
                     "catch the injected hallucination, probe the injected bias; write a run folder and "
                     "OUT/report.html.")
-    parser.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
-    parser.add_argument("--seed", type=int, default=0, help="which scenes (default 0)")
+    parser.add_argument("--out", default="runs/demo", help="run folder")
+    parser.add_argument("--seed", type=int, default=0, help="which scenes")
     parser.set_defaults(run=run)
 
 

@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from owlens.cli.common import load_model, model_options, write_json
+from owlens.cli.common import at_least, load_model, model_options, positive_float, write_json
 
 
 def register(subparsers) -> None:
@@ -16,9 +16,9 @@ def register(subparsers) -> None:
                     "without the image placeholder is wrapped in the model's template.")
     parser.add_argument("image", help="image file (any format PIL reads)")
     parser.add_argument("--prompt", required=True, help="question, or a full prompt holding the image placeholder")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=at_least(1), default=32, help="answer length in tokens")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--temperature", type=positive_float, default=1.0, help="softmax temperature for --sample")
     parser.add_argument("--seed", type=int, default=0, help="seed for --sample (same seed, same text)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the plain answer")
     parser.set_defaults(run=run)

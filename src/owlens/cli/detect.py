@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from owlens.cli.common import load_model, model_options, write_json
+from owlens.cli.common import at_least, load_model, model_options, probability, write_json
 from owlens.images import load_image
 
 
@@ -18,8 +18,8 @@ def register(subparsers) -> None:
     parser.add_argument("image", help="image file")
     parser.add_argument("--query", action="append", required=True, metavar="TEXT",
                         help='text query, e.g. "a photo of a red circle"; repeat for several')
-    parser.add_argument("--threshold", type=float, default=0.1, help="minimum box score (default 0.1)")
-    parser.add_argument("--max-per-query", type=int, default=10)
+    parser.add_argument("--threshold", type=probability, default=0.1, help="minimum box score")
+    parser.add_argument("--max-per-query", type=at_least(1), default=10, help="boxes kept per query")
     parser.add_argument("--json", action="store_true", help="print boxes as JSON")
     parser.add_argument("--out", metavar="PNG", help="write the image with the boxes drawn")
     parser.set_defaults(run=run)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from owlens.cli.common import load_model, model_options, write_json
+from owlens.cli.common import (
+    at_least,
+    fraction,
+    held_folder,
+    load_model,
+    model_options,
+    output_folder,
+    positive_float,
+    write_json,
+)
 
 
 def register(subparsers) -> None:
@@ -13,20 +22,22 @@ def register(subparsers) -> None:
         description="Perturb E of held-out red single-object scenes toward blue as OWL sees it and measure "
                     "the change of J's 1-10 answer to the biased question ('heavy', injected +4 for blue) and "
                     "the control question ('round'), with a random perturbation of the same norms beside it.")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-scenes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0, help="fixes the scenes")
+    parser.add_argument("--n-scenes", type=at_least(2), default=200,
+                        help="held-out scenes (two at least: a CI needs pairs to vary)")
     parser.add_argument("--method", choices=("fgsm", "pgd"), default=None,
                         help="default: the toy world's documented setting (see docs/benchmarks.md)")
-    parser.add_argument("--epsilon", type=float, help="FGSM step / PGD budget, in E's units")
-    parser.add_argument("--steps", type=int, help="PGD steps")
-    parser.add_argument("--step-size", type=float, help="PGD step size (default 2.5 * epsilon / steps)")
+    parser.add_argument("--epsilon", type=positive_float, help="FGSM step / PGD budget, in E's units")
+    parser.add_argument("--steps", type=at_least(1), help="PGD steps")
+    parser.add_argument("--step-size", type=positive_float, help="PGD step size (default 2.5 * epsilon / steps)")
     parser.add_argument("--norm", choices=("linf", "l2"), help="PGD norm")
-    parser.add_argument("--region", type=float,
+    parser.add_argument("--region", type=fraction,
                         help="move only the boxes where OWL sees C- (presence >= REGION x the best); "
                              "0 means all of E (the paper)")
     parser.add_argument("--queries", choices=("colour", "shape"), default="colour",
                         help="OWL queries per colour: all five shapes (default) or the object's own shape")
     parser.add_argument("--export-images", metavar="DIR", help="also write the scenes as PNGs (for toy.yaml)")
+    parser.add_argument("--out", metavar="DIR", help="also write a run folder (run.json) that `owlens report` renders")
     parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     parser.add_argument("--json", action="store_true", help="print JSON (default: the headline figures as text)")
     parser.set_defaults(run=run)
@@ -36,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from owlens.bias.spec import PerturbationSpec
     from owlens.bias.toy import TOY_PERTURBATION, export_toy_images, validate_toy
 
+    if args.out:
+        output_folder(args.out)  # before the model loads: a wrong --out costs seconds
     if args.export_images:
         export_toy_images(args.export_images, args.seed, args.n_scenes)
     chosen = {k: v for k, v in {"method": args.method, "epsilon": args.epsilon, "steps": args.steps,
@@ -45,8 +58,12 @@ def run(args: argparse.Namespace) -> int:
         chosen["region"] = None
     perturbation = PerturbationSpec(**chosen) if "method" in chosen else \
         PerturbationSpec(**{**TOY_PERTURBATION.to_dict(), **chosen})
-    result = validate_toy(load_model(args), seed=args.seed, n_scenes=args.n_scenes, perturbation=perturbation,
-                          queries=args.queries, progress=args.progress).to_dict()
+    model = load_model(args)
+    with held_folder(args.out, model) as folder:
+        result = validate_toy(model, seed=args.seed, n_scenes=args.n_scenes, perturbation=perturbation,
+                              queries=args.queries, progress=args.progress).to_dict()
+        if folder is not None:
+            _browsable(folder, result, model)
     if args.json:
         write_json(result)
         return 0
@@ -58,3 +75,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'ceiling ' + name:>16}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, "
               f"{figure['ci'][1]:+.3f}]  (scene re-rendered C+)")
     return 0
+
+
+def _browsable(folder, result: dict, model) -> None:
+    from owlens.browse import evaluation_run
+    from owlens.rundir import table
+
+    rows = [[name, result[name]["delta"], *result[name]["ci"]]
+            for name in ("biased", "control", "random_control", "identity_control")]
+    rows += [[f"ceiling {name}", f["delta"], *f["ci"]] for name, f in result["ceiling"].items()]
+    title = "toy world: red → blue as OWL sees it"
+    note = (f"Injected Δ = {result['injected_delta']:g}; OWL swapped red→blue on {result['owl_swap_success']:.0%} "
+            "of the scenes.")
+    evaluation_run(folder, "owlens evaluate bias", [table("paired deltas", ("figure", "delta", "CI low", "CI high"),
+                                                          rows)],
+                   model, result["settings"], bias={"title": title, "summary": {"groups": {"toy": result["summary"]}},
+                                                    "note": note})

@@ -6,7 +6,7 @@ import argparse
 import sys
 import tempfile
 
-from owlens.cli.common import load_model, model_options, write_json
+from owlens.cli.common import HelpFormatter, at_least, held_folder, load_model, model_options, output_folder, write_json
 
 _EPILOG = """\
 Prints {"methods": {NAME: {"pointing_game", "mass_accuracy", "rank_accuracy", "maxboxacc", "deletion_auc",
@@ -30,41 +30,60 @@ def register(subparsers) -> None:
         description="Explain the shape word of a named object on held-out toy scenes (and the two injected "
                     "hallucinations) with every method, and score plausibility, faithfulness in E and in pixels, "
                     "causal pointing against re-rendered scenes, and the cue tests.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", type=_positive, default=500,
-                        help="object scenes, and cue candidates per injected prior (default 500)")
+        epilog=_EPILOG, formatter_class=HelpFormatter)
+    parser.add_argument("--scenes", type=at_least(1), default=500,
+                        help="object scenes, and cue candidates per injected prior")
     parser.add_argument("--seed", type=int, default=0, help="fixes the scenes, the objects and the random maps")
     parser.add_argument("--methods", metavar="A,B", help="comma-separated subset of ga, object_attribution, gradient, "
                                                          "gradient_input, attention, rollout, detection_only, random "
                                                          "(default: all)")
-    parser.add_argument("--steps", type=int, default=32, help="deletion/insertion steps (default 32)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=at_least(1), default=32, help="deletion/insertion steps")
+    parser.add_argument("--batch-size", type=at_least(1), default=64, help="cases per forward pass")
     parser.add_argument("--out", metavar="DIR", help="keep per-case rows here (a rerun resumes); default: none kept")
     parser.add_argument("--json", action="store_true", help="print the full JSON (default: a table)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     wsol = parser.add_argument_group("WSOL folder (the paper's CUB check)")
     wsol.add_argument("--wsol", metavar="DIR", help="images with localization.txt, or a CUB-200-2011 folder")
     wsol.add_argument("--token", help="token to explain (default: the paper's 'bird')")
     wsol.add_argument("--question", help="question (default: the paper's \"What's the content of the image?\")")
     wsol.add_argument("--answer-prefix", help="teacher-forced answer start (default: the paper's 'The image shows a')")
-    wsol.add_argument("--resolution", type=int, default=224, help="protocol resolution of maps and boxes")
-    wsol.add_argument("--limit", type=int, help="first N images only")
+    wsol.add_argument("--resolution", type=at_least(1), default=224, help="protocol resolution of maps and boxes")
+    wsol.add_argument("--limit", type=at_least(1), help="first N images only")
     parser.set_defaults(run=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more; received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more; received {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    if args.out:
+        output_folder(args.out)  # before the model loads: a wrong --out costs seconds
     model = load_model(args)
+    with held_folder(args.out, model) as folder:
+        payload = _evaluate(args, model, methods)
+        if folder is not None:
+            from owlens.browse import evaluation_run, methods_table
+
+            counts = {k: payload[k] for k in ("scenes", "cue_cases", "images") if k in payload}
+            flat = {name: _flat(row) for name, row in payload["methods"].items()}
+            evaluation_run(folder, "owlens evaluate saliency", [methods_table("methods", flat)],
+                           model, {**{k: v for k, v in vars(args).items() if k in _SETTINGS}, **counts})
+    if args.json:
+        write_json(payload)
+        return 0
+    rows = {name: _flat(row) for name, row in payload["methods"].items()}
+    columns = sorted({key for row in rows.values() for key in row}, key=_order)
+    print(f"{'method':>15} " + " ".join(f"{c[:14]:>14}" for c in columns))
+    for name, row in rows.items():
+        print(f"{name:>15} " + " ".join(f"{_cell(row.get(c)):>14}" for c in columns))
+    counts = {k: payload[k] for k in ("scenes", "cue_cases", "images") if k in payload}
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0
+
+
+_SETTINGS = ("scenes", "seed", "methods", "steps", "wsol", "token", "question", "answer_prefix", "resolution",
+             "limit")
+
+
+def _evaluate(args: argparse.Namespace, model, methods) -> dict:
     if args.wsol:
         from owlens.evaluation import wsol
 
@@ -81,17 +100,7 @@ def run(args: argparse.Namespace) -> int:
                                              out_dir=args.out or scratch, steps=args.steps,
                                              batch_size=args.batch_size, progress=not args.no_progress,
                                              log=lambda m: print(m, file=sys.stderr)).to_dict()
-    if args.json:
-        write_json(payload)
-        return 0
-    rows = {name: _flat(row) for name, row in payload["methods"].items()}
-    columns = sorted({key for row in rows.values() for key in row}, key=_order)
-    print(f"{'method':>15} " + " ".join(f"{c[:14]:>14}" for c in columns))
-    for name, row in rows.items():
-        print(f"{name:>15} " + " ".join(f"{_cell(row.get(c)):>14}" for c in columns))
-    counts = {k: payload[k] for k in ("scenes", "cue_cases", "images") if k in payload}
-    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
-    return 0
+    return payload
 
 
 _KEYS = ("pointing_game", "pointing_game_box", "mass_accuracy", "rank_accuracy", "maxboxacc", "maxboxacc_v2",

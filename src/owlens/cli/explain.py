@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import io
 import re
+import sys
 from pathlib import Path
 
-from owlens.cli.common import load_model, model_options, write_json
+from owlens.browse import explain_run
+from owlens.cli.common import at_least, load_model, model_options, output_folder, write_json
+from owlens.persist.atomic import atomic_write_bytes
+from owlens.persist.lock import folder_lock
 
 # The explainers by name, as owlens.explain.registry lists them (GA first; kept literal so --help stays light).
 _METHODS = ("ga", "object_attribution", "gradient", "gradient_input", "attention", "rollout", "detection_only",
@@ -26,13 +31,13 @@ def register(subparsers) -> None:
     which.add_argument("--all-tokens", action="store_true", help="generate an answer and explain every token")
     parser.add_argument("--query", metavar="TEXT", help='detector concept (default: "a photo of a WORD")')
     parser.add_argument("--method", choices=_METHODS, default="ga",
-                        help="explainer (default: ga); object_attribution also names the objects the token rests on")
+                        help="explainer; object_attribution also names the objects the token rests on")
     parser.add_argument("--vocabulary", metavar="A,B|@FILE",
                         help="object_attribution: the concepts that name a box, comma-separated or one per line in "
                              "FILE (default: the detector's own list when its folder has one, else COCO's 80 classes)")
-    parser.add_argument("--max-new-tokens", type=int, default=16, help="answer length for --all-tokens")
-    parser.add_argument("--boxes", type=int, default=5, help="boxes to draw, by class weight (default 5)")
-    parser.add_argument("--out", metavar="DIR", default="explain-out", help="output folder (default explain-out)")
+    parser.add_argument("--max-new-tokens", type=at_least(1), default=16, help="answer length for --all-tokens")
+    parser.add_argument("--boxes", type=at_least(0), default=5, help="boxes to draw, by class weight")
+    parser.add_argument("--out", metavar="DIR", default="explain-out", help="run folder")
     parser.set_defaults(run=run)
 
 
@@ -41,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from owlens.explain.registry import make_explainer
     from owlens.images import load_image
 
+    out = output_folder(args.out)  # before the model loads: a wrong --out costs seconds
     image = load_image(args.image)
     model = load_model(args)
     inputs = ExplainInputs.from_images(model, image, args.prompt)
@@ -49,15 +55,17 @@ def run(args: argparse.Namespace) -> int:
     options = {"vocabulary": _vocabulary(args.vocabulary)} if args.method == "object_attribution" and \
         args.vocabulary else {}
     saliencies = make_explainer(args.method, model, **options).explain_all(inputs, target)[0]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for index, saliency in enumerate(saliencies):
-        paths = _write(saliency, image, out / f"{Path(args.image).stem}-{index:02d}-{_slug(saliency.token)}",
-                       args.boxes)
-        print(f"{saliency.token!r} (position {saliency.position}, logit {saliency.logit:.3f}): "
-              + " ".join(str(p) for p in paths))
-        for obj in saliency.objects or ():
-            print("  " + describe_object(saliency, obj))
+    with folder_lock(out):
+        for index, saliency in enumerate(saliencies):
+            paths = _write(saliency, image, out / f"{Path(args.image).stem}-{index:02d}-{_slug(saliency.token)}",
+                           args.boxes)
+            print(f"{saliency.token!r} (position {saliency.position}, logit {saliency.logit:.3f}): "
+                  + " ".join(str(p) for p in paths))
+            for obj in saliency.objects or ():
+                print("  " + describe_object(saliency, obj))
+        settings = {"method": args.method, "token": args.token, "all_tokens": args.all_tokens, "query": args.query}
+        explain_run(out, image, args.prompt, saliencies, model, settings)
+    print(f"run folder: {out} (`owlens report {out}`)", file=sys.stderr)  # stdout: one line per token
     return 0
 
 
@@ -98,15 +106,23 @@ def _write(saliency, image, stem: Path, boxes: int) -> list[Path]:
 
     scale = max(1, 256 // max(image.size))
     paths = [stem.with_name(stem.name + suffix) for suffix in ("-overlay.png", ".json", ".npy", "-boxes.png")]
-    overlay(image, saliency.map_array(), scale=scale).save(paths[0])
+    _save_png(overlay(image, saliency.map_array(), scale=scale), paths[0])
     write_json(saliency.to_dict(), paths[1])
-    np.save(paths[2], saliency.map_array())
+    buffer = io.BytesIO()
+    np.save(buffer, saliency.map_array())
+    atomic_write_bytes(paths[2], buffer.getvalue())
     if saliency.class_weights is None:  # methods without boxes (gradient, attention, ...) have no box drawing
         return paths[:3]
     top = saliency.class_weights.argsort(descending=True)[:boxes].tolist()
     corners = saliency.boxes_xyxy_px()[top].tolist()
     weights = saliency.class_weights[top].tolist()
     # The paper draws GA's boxes with a line width that grows with the class weight.
-    draw_boxes(image, corners, [f"{w:.2f}" for w in weights], widths=[1 + 5 * w for w in weights],
-               scale=scale).save(paths[3])
+    _save_png(draw_boxes(image, corners, [f"{w:.2f}" for w in weights], widths=[1 + 5 * w for w in weights],
+                         scale=scale), paths[3])
     return paths
+
+
+def _save_png(image, path: Path) -> None:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
-from owlens.cli.common import load_model, model_options, write_json
+from owlens.cli.common import HelpFormatter, at_least, load_model, model_options, open_probability, write_json
 
 _RUN_EPILOG = """\
 Each row of ANSWERS: question_id, image, question, answer, parsed (yes/no as POPE's reference reads it),
 p_yes (softmax over the first tokens of "yes"/"Yes" vs "no"/"No"), object, query, presence (p_c), presence_logit,
 box_xyxy_px, flag, flag_score, threshold, label. Rerun the same command to resume: rows already written are
-kept, a torn last line is dropped, nothing is answered twice. A missing image is reported and its questions
-skipped (a rerun retries them).
+kept, a torn last line is dropped, nothing is answered twice, and the rows stay in question order. A resume
+with other weights, questions, images or settings (ANSWERS.fingerprint.json) is refused, and so is a second
+run on ANSWERS while one runs. A missing image is reported and its questions skipped (a rerun retries them).
+The run folder ANSWERS minus its suffix plus ".run" (answers.run/ for answers.jsonl) holds run.json:
+`owlens report answers.run` shows POPE's figures and the flagged answers with their boxes.
 
 LLaVA-1.5's own POPE prompt:
   owlens pope run coco_pope_adversarial.json --images val2014 --out answers.jsonl \\
@@ -36,17 +40,17 @@ def register(subparsers) -> None:
         "run", parents=[model_options()], help="answer a POPE question file, with OWL's presence score per question",
         description="Answer every question of QUESTIONS (POPE JSONL: question_id, image, text, label) on the images "
                     "in --images, writing one JSON line per question to --out as it goes.",
-        epilog=_RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_RUN_EPILOG, formatter_class=HelpFormatter)
     run.add_argument("questions", help="POPE question file (JSON Lines)")
     run.add_argument("--images", required=True, metavar="DIR", help="folder holding the questions' images")
     run.add_argument("--out", required=True, metavar="ANSWERS", help="answers file (JSON Lines; resumed if present)")
-    run.add_argument("--batch-size", type=int, default=16)
-    run.add_argument("--max-new-tokens", type=int, default=16)
+    run.add_argument("--batch-size", type=at_least(1), default=16, help="questions per forward pass")
+    run.add_argument("--max-new-tokens", type=at_least(1), default=16, help="answer length in tokens")
     run.add_argument("--suffix", default="", help="text appended to every question")
-    run.add_argument("--threshold", type=float, default=0.5,
+    run.add_argument("--threshold", type=open_probability, default=0.5,
                      help="τ on p_c for the stored flag (uncalibrated; `pope score --calibrate` chooses one)")
     run.add_argument("--fsync", action="store_true", help="fsync every row (also survives a power cut)")
-    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(run=_run)
 
     score = commands.add_parser(
@@ -65,9 +69,9 @@ def register(subparsers) -> None:
                               description="Held-out toy scenes as PNG, toy_pope_{random,popular,adversarial,"
                                           "calibration}.json and truth.jsonl in OUT.")
     toy.add_argument("out", help="folder to write")
-    toy.add_argument("--seed", type=int, default=0)
-    toy.add_argument("--images", type=int, default=500, help="test images (POPE uses 500)")
-    toy.add_argument("--calibration-images", type=int, default=200)
+    toy.add_argument("--seed", type=int, default=0, help="fixes the scenes and the questions")
+    toy.add_argument("--images", type=at_least(1), default=500, help="test images (POPE uses 500)")
+    toy.add_argument("--calibration-images", type=at_least(1), default=200, help="images of the calibration split")
     toy.set_defaults(run=_toy)
 
 
@@ -85,6 +89,8 @@ def _distributed(device: str):
 def _run(args: argparse.Namespace) -> int:
     from owlens.hallucination.runner import PopeRunConfig, merge_parts, part_paths, run_pope
 
+    if os.path.isdir(args.out):
+        raise ValueError(f"--out: expected an answers file (JSON Lines); received the folder {args.out}")
     state = _distributed(args.device)
     shard = (state.process_index, state.num_processes) if state else (0, 1)
     if state:
@@ -99,9 +105,29 @@ def _run(args: argparse.Namespace) -> int:
         state.wait_for_everyone()
     if main_process and part_paths(args.out):
         merge_parts(args.out, args.questions)
+    if main_process:
+        _browsable(args, model)
     print(f"shard {shard[0] + 1}/{shard[1]}: {result.answered} answered, {result.resumed} already in {args.out}, "
           f"{result.skipped} skipped ({len(result.missing_images)} unreadable images)")
     return 0
+
+
+def run_folder(answers: str) -> Path:
+    """Where ``pope run --out ANSWERS`` writes its run.json: ANSWERS' stem + ".run", beside it."""
+    answers = Path(answers)
+    return answers.with_name(answers.stem + ".run")
+
+
+def _browsable(args: argparse.Namespace, model) -> None:
+    from owlens.browse import pope_run
+    from owlens.persist.lock import folder_lock
+
+    folder = run_folder(args.out)
+    settings = {"questions": str(Path(args.questions).resolve()), "images": str(Path(args.images).resolve()),
+                "max_new_tokens": args.max_new_tokens, "suffix": args.suffix, "threshold": args.threshold}
+    with folder_lock(folder):
+        pope_run(folder, Path(args.out).resolve(), Path(args.questions), Path(args.images).resolve(), model, settings)
+    print(f"run folder: {folder} (`owlens report {folder}`)", file=sys.stderr)
 
 
 def _score(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from owlens.cli.common import at_least
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -12,7 +14,7 @@ def register(subparsers) -> None:
                     "pixels are downsampled in the page; the .npy files in the run keep full resolution.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="folder with run.json (e.g. from owlens demo)")
     parser.add_argument("--out", help="HTML file to write (default: RUN_DIR/report.html)")
-    parser.add_argument("--max-map-side", type=int, default=256)
+    parser.add_argument("--max-map-side", type=at_least(1), default=256, help="largest map side in the page, in pixels")
     parser.set_defaults(run=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from owlens.cli.common import model_options, write_json
+from owlens.cli.common import at_least, model_options, write_json
 
 
 def register(subparsers) -> None:
@@ -14,8 +14,8 @@ def register(subparsers) -> None:
         "train", help="train detector, LLaVA and W from a seed (resumes stage by stage)",
         description="The whole recipe on CPU: a tiny OWL-ViT, a tiny LLaVA (tower pretraining, captions, "
                     "instructions) and W by the paper's distillation. Rerun to resume after an interrupt.")
-    train.add_argument("--out", default="runs/toyworld", help="run folder (default: runs/toyworld)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default="runs/toyworld", help="run folder")
+    train.add_argument("--seed", type=int, default=0, help="fixes every stage")
     train.add_argument("--smoke", action="store_true", help="a few steps of every stage (a plumbing check)")
     train.add_argument("--ship", action="store_true", help="copy the final weights into the installed package")
     train.set_defaults(run=run_train)
@@ -23,8 +23,8 @@ def register(subparsers) -> None:
         "eval", parents=[model_options()], help="score detector, LLaVA and J on held-out scenes (JSON)",
         description="Detector mAP50, presence accuracy and caption F1 of LLaVA and of J, and the injected "
                     "defects measured directly (adversarial yes-rate, trait deltas by re-rendering).")
-    score.add_argument("--scenes", type=int, default=500, help="held-out scenes/questions per figure")
-    score.add_argument("--seed", type=int, default=0)
+    score.add_argument("--scenes", type=at_least(1), default=500, help="held-out scenes/questions per figure")
+    score.add_argument("--seed", type=int, default=0, help="fixes the held-out scenes")
     score.add_argument("--json", action="store_true", help="print JSON only")
     score.set_defaults(run=run_eval)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,8 +28,11 @@ from owlens.hallucination.journal import Journal, complete_rows
 from owlens.hallucination.pope_format import QUERY_TEMPLATE, PopeQuestion, object_of, read_questions
 from owlens.images import ImageReadError, load_image
 from owlens.persist import OutsideFolderError, confined
+from owlens.persist.fingerprint import Fingerprint, claim, file_digest, forget_inputs, image_listing, model_weights
+from owlens.persist.lock import lock_beside
 
-__all__ = ["PopeRunConfig", "PopeRow", "PopeRunResult", "run_pope", "merge_parts", "part_paths"]
+__all__ = ["PopeRunConfig", "PopeRow", "PopeRunResult", "fingerprint_path", "run_pope", "merge_parts",
+           "part_paths"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,42 @@ class PopeRunResult:
 def part_paths(out: str | Path) -> list[Path]:
     """The part files that sharded runs into ``out`` have left beside it."""
     out = Path(out)
-    return sorted(out.parent.glob(out.name + ".part-*"))
+    prefix = out.name + ".part-"
+    # Only OUT.part-INDEX: each part's lock file sits beside it (OUT.part-INDEX.lock).
+    return sorted(p for p in out.parent.glob(prefix + "*") if p.name[len(prefix):].isdigit())
+
+
+def fingerprint_path(out: str | Path) -> Path:
+    """What produced the rows of ``out``: ``OUT.fingerprint.json`` beside it."""
+    out = Path(out)
+    return out.with_name(out.name + ".fingerprint.json")
+
+
+def _fingerprint(model, questions: Path, images: Path, names: dict, config: PopeRunConfig) -> Fingerprint:
+    """Weights, the question file and the images it names (``names``), and the settings that change a row.
+
+    ``batch_size`` and ``fsync`` are left out: they change how fast rows come, not what they hold, so a resume
+    may use another batch size (e.g. after running out of memory).
+    """
+    inside = {}
+    for name in names:
+        try:
+            inside[name] = confined(images, name, what="image")
+        except OutsideFolderError:
+            continue  # never opened, never answered: nothing to vouch for
+    listing = {name: entry for name, entry in zip(inside, image_listing(inside.values()).values())}
+    settings = {k: v for k, v in asdict(config).items() if k not in ("batch_size", "fsync")}
+    return Fingerprint(weights=model_weights(model),
+                       inputs={"questions": {"path": str(questions.resolve()), "sha256": file_digest(questions)},
+                               "images": listing},
+                       settings={**settings, "dtype": str(next(model.parameters()).dtype)})
+
+
+def _in_order(out: Path, questions: Path) -> bool:
+    """Whether the rows of ``out`` follow the question file's order (a retried image's rows come last)."""
+    position = {q.question_id: i for i, q in enumerate(read_questions(questions))}
+    ranks = [position.get(row["question_id"], len(position)) for row in complete_rows(out)[0]]
+    return all(a <= b for a, b in itertools.pairwise(ranks))
 
 
 def _target(out: Path, shard: tuple[int, int]) -> Path:
@@ -103,10 +142,14 @@ def _done(out: Path) -> dict:
             for path in [out, *part_paths(out)] for row in complete_rows(path)[0]}
 
 
-def _pending(questions: Path, shard: tuple[int, int], done: dict, out: Path) -> Iterator[PopeQuestion]:
+def _pending(questions: Path, shard: tuple[int, int], done: dict, out: Path,
+             named: dict | None = None) -> Iterator[PopeQuestion]:
+    """The questions of this shard not yet answered; ``named`` collects every question's image on the way."""
     seen: set = set()
     for index, question in enumerate(read_questions(questions)):
         key = question.question_id
+        if named is not None:
+            named.setdefault(question.image)
         if key in seen:  # resuming and merging key on the id: it must be unique
             raise ValueError(f"{questions}: question_id {key!r} appears twice; expected unique ids")
         seen.add(key)
@@ -183,25 +226,48 @@ def run_pope(model, questions: str | Path, images: str | Path, out: str | Path,
              log=print) -> PopeRunResult:
     """Answer the POPE questions of ``questions`` (JSONL) on the images of folder ``images`` into ``out``.
 
-    Rows already in ``out`` (or its part files) are kept and not recomputed.
+    Rows already in ``out`` (or its part files) are kept and not recomputed, once ``out``'s fingerprint shows
+    that the same weights, questions, images and settings produced them. One run at a time writes ``out``
+    (each shard its own part file): another is refused while it runs.
     """
-    from tqdm.auto import tqdm
-
-    questions, out = Path(questions), Path(out)
+    questions, out, images = Path(questions).resolve(), Path(out).resolve(), Path(images).resolve()
     if not 0 <= shard[0] < shard[1]:
         raise ValueError(f"expected a shard (index, count) with 0 <= index < count; received {shard}")
-    if not Path(images).is_dir():
+    if not images.is_dir():
         raise FileNotFoundError(f"images folder not found: {images}")
+    if out.is_dir():
+        raise ValueError(f"--out: expected an answers file (JSON Lines); received the folder {out}")
+    with ExitStack() as locks:
+        locks.enter_context(lock_beside(_target(out, shard)))
+        if shard[1] > 1 and shard[0] == 0:  # the main shard also holds OUT itself: it merges into it
+            locks.enter_context(lock_beside(out))
+        done = _done(out)
+        # The question file is checked against the rows first: its message says which question differs.
+        named: dict = {}
+        total = sum(1 for _ in _pending(questions, shard, done, out, named))
+        claim(fingerprint_path(out), _fingerprint(model, questions, images, named, config))
+        result = _run_locked(model, questions, images, out, config, shard, (done, total), progress, log)
+        if shard[1] == 1 and result.answered and not _in_order(out, questions):
+            merge_parts(out, questions)  # rows of a retried image go back to their questions' places
+        return result
+
+
+def _run_locked(model, questions: Path, images: Path, out: Path, config: PopeRunConfig, shard: tuple[int, int],
+                pending: tuple[dict, int], progress: bool, log) -> PopeRunResult:
+    from tqdm.auto import tqdm
+
     threshold = PresenceThreshold.from_probability(config.threshold)
     token_ids = yes_no_token_ids(model.processor.mllm_tokenizer)
-    done = _done(out)
-    total = sum(1 for _ in _pending(questions, shard, done, out))
-    loader, answered, skipped = _Images(Path(images), log), 0, 0
+    done, total = pending
+    loader, answered, skipped = _Images(images, log), 0, 0
     bar = tqdm(total=total, disable=not progress, desc=f"POPE {questions.stem}", unit="question")
     with bar, Journal(_target(out, shard), fsync=config.fsync) as journal:
         pending = _pending(questions, shard, done, out)
         while batch := list(itertools.islice(pending, config.batch_size)):
+            known = len(loader.missing)
             loaded = loader.load(q.image for q in batch)
+            if len(loader.missing) > known:  # unreadable now, perhaps repaired before the rerun that retries it
+                forget_inputs(fingerprint_path(out), "images", loader.missing[known:])
             ready = [q for q in batch if q.image in loaded]
             if ready:
                 for row in _answer(model, ready, loaded, config, token_ids, threshold):

@@ -28,6 +28,7 @@ class JointModel(nn.Module):
         super().__init__()
         self.grid = check_grids(owl.config, llava.config)
         self.owl, self.llava, self.alignment = owl, llava, alignment
+        self.sources: dict[str, str | None] = {}  # role -> folder or hub id, set by from_pretrained
         self.detection = DetectionBranch(owl)
         self.language = LanguageBranch(llava)
         expected = (self.detection.width, self.language.width)

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from owlens.models.alignment import Alignment, AlignmentConfig
 from owlens.models.device import resolve_device, resolve_dtype
@@ -64,6 +65,10 @@ def _load(cls, source: str | Path, role: str, *, offline: bool, **kwargs):
                "network access (`hf download " + source + "`) and pass its folder") if offline else \
             "check the id, or download it where there is network access and pass the local folder"
         raise CheckpointNotFoundError(f"{role} weights {source!r} could not be loaded: {how}. ({err})") from err
+    except (SafetensorError, RuntimeError, KeyError, TypeError, AttributeError) as err:
+        # A damaged weight file, or a folder holding another kind of model (an OWL folder passed as --mllm).
+        raise ValueError(f"{role} weights {source!r} could not be read as a {cls.__name__}: "
+                         f"{type(err).__name__}: {err}") from err
 
 
 def _owl_class(source: str, offline: bool):
@@ -139,4 +144,6 @@ def load_joint(owl=None, mllm=None, projector=None, *, dtype="auto", device="aut
         vocabulary=owl_settings.get("vocabulary"),
     )
     model = JointModel(owl_model, llava, alignment.to(dtype), processor).to(device)
+    # Where the weights came from: a run folder fingerprints these files, so a resume with others is refused.
+    model.sources = {"owl": str(owl), "mllm": str(mllm), "projector": None if projector is None else str(projector)}
     return model.eval()

@@ -7,7 +7,6 @@ package (what every command loads when no checkpoint is named).
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -19,9 +18,10 @@ SMOKE = {"owl_steps": 3, "llava_steps": 3, "align_scenes": 128}  # a few steps o
 
 def _write_prompt_template(llava_dir: Path) -> None:
     from owlens.models.loading import OWLENS_CONFIG
+    from owlens.persist.atomic import atomic_write_json
     from owlens.toyworld.text import PROMPT_TEMPLATE
 
-    (llava_dir / OWLENS_CONFIG).write_text(json.dumps({"prompt_template": PROMPT_TEMPLATE}, indent=2) + "\n")
+    atomic_write_json(llava_dir / OWLENS_CONFIG, {"prompt_template": PROMPT_TEMPLATE})
 
 
 def _write_vocabulary(owl_dir: Path) -> None:
@@ -36,9 +36,16 @@ def _write_vocabulary(owl_dir: Path) -> None:
 
 def train_all(out_dir: str | Path, *, seed: int = 0, smoke: bool = False, log=print) -> dict[str, Path]:
     """Run (or resume) every stage into ``out_dir``; returns the final folders {owl, mllm, projector}."""
-    from owlens.toyworld import train_align, train_llava, train_owl
+    from owlens.persist.lock import folder_lock
 
     out_dir = Path(out_dir)
+    with folder_lock(out_dir):  # two trainers on one folder would overwrite each other's checkpoints
+        return _train_stages(out_dir, seed, smoke, log)
+
+
+def _train_stages(out_dir: Path, seed: int, smoke: bool, log) -> dict[str, Path]:
+    from owlens.toyworld import train_align, train_llava, train_owl
+
     owl_steps = {"steps": SMOKE["owl_steps"]} if smoke else {}
     owl = out_dir / "owl" / "final"
     if not (owl / "config.json").exists():  # a finished stage is kept, as the LLaVA stages keep theirs

@@ -14,7 +14,6 @@ one throughout: W underfits, so steps, rate and width pay and more scenes alone 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 
 from owlens.align import AlignConfig, train_alignment
 from owlens.models.alignment import Alignment, AlignmentConfig
+from owlens.persist.atomic import atomic_write_json
 from owlens.toyworld.world import sample_scene
 
 __all__ = ["HIDDEN", "ToyScenes", "alignment_quality", "train"]
@@ -92,5 +92,5 @@ def train(out_dir: Path, *, owl_dir: Path, llava_dir: Path, seed: int = 0, scene
     quality = alignment_quality(model, ToyScenes(512, seed, stream=_STREAM + 1))
     log(f"[align] {result.steps} steps, last loss {result.last_loss:.4f}; held-out relative MSE "
         f"{quality.relative_mse:.3f}, token cosine {quality.token_cosine:.3f}")
-    (Path(out_dir) / "quality.json").write_text(json.dumps(asdict(quality), indent=2))
+    atomic_write_json(Path(out_dir) / "quality.json", asdict(quality))
     return result.projector_dir

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from owlens.images import ImageReadError, load_image
+from owlens.persist import atomic_write_bytes
 from owlens.rundir import POPE_COLUMNS, RunFormatError, read_run, read_saliency, run_path
 from owlens.viz.bias_plot import bias_plot_svg
 
@@ -126,6 +127,21 @@ def _bias_section(bias: dict | None) -> str:
     return f'<section id="bias" class="bias"><h2>Bias</h2>{figure}<p class="info">{note}</p></section>'
 
 
+def _cell(value) -> str:
+    return "" if value is None else _text(f"{value:.4g}" if isinstance(value, float) else value)
+
+
+def _tables(tables: list) -> str:
+    """Each table of run.json as written; every cell goes in through ``_text``."""
+    sections = []
+    for entry in tables:
+        head = "".join(f"<th>{_text(c)}</th>" for c in entry["columns"])
+        rows = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in entry["rows"])
+        sections.append(f'<section class="table"><h2>{_text(entry["title"])}</h2><table><tr>{head}</tr>{rows}'
+                        "</table></section>")
+    return "".join(sections)
+
+
 def _sized(template: str, slots: dict[str, str]) -> str:
     """The page with its own size in it: measured without the size text, plus that text's own few bytes."""
     base = len(_fill(template, {**slots, "size": ""}).encode())
@@ -143,10 +159,9 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, *, max_map
                                **{f"timings.{k}": v for k, v in run.get("timings", {}).items()}})
     filled = _sized((_ASSETS / "report.html").read_text(), {
         "title": _text(run.get("title", "owlens run")), "css": (_ASSETS / "report.css").read_text(),
-        "pope": _pope_table(run.get("pope")), "bias": _bias_section(run.get("bias")), "footer": footer,
+        "pope": _pope_table(run.get("pope")), "bias": _bias_section(run.get("bias")),
+        "tables": _tables(run.get("tables", [])), "footer": footer,
         "data": _script_json(data), "js": (_ASSETS / "report.js").read_text()})
     path = Path(out) if out else folder / "report.html"
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(filled.encode())
-    partial.replace(path)
+    atomic_write_bytes(path, filled.encode())
     return ReportFile(path, path.stat().st_size, len(data["items"]))

@@ -124,5 +124,10 @@
   $("prev").addEventListener("click", () => renderItem((state.item - 1 + RUN.items.length) % RUN.items.length));
   $("next").addEventListener("click", () => renderItem((state.item + 1) % RUN.items.length));
   window.owlens = { state, showToken, renderItem };
-  renderItem(0);
+  // A run without images (a bias run, an evaluation) shows its figures only.
+  if (RUN.items.length) renderItem(0);
+  else {
+    ["viewer", "answer", "hallucination"].forEach((id) => { $(id).hidden = true; });
+    $("prev").parentElement.hidden = true;
+  }
 })();

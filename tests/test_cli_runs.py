@@ -1,0 +1,216 @@
+"""Run folders from the command line: bad input is one line and exit 2 with nothing written, every run folder
+renders, a second run or a resume with other weights is refused, Ctrl-C and OS errors are one line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from owlens.cli import build_parser, main
+from owlens.hallucination.pope_format import PopeQuestion, write_questions
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def scratch(tmp_path, image):
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "dir").mkdir()
+    return tmp_path
+
+
+# (arguments, what the error says); {tmp} is the test's folder, {image} a readable image.
+BAD = {
+    "pope batch 0": (["pope", "run", "q.json", "--images", ".", "--out", "{tmp}/a.jsonl", "--batch-size", "0"],
+                     "integer >= 1"),
+    "pope threshold": (["pope", "run", "q.json", "--images", ".", "--out", "{tmp}/a.jsonl", "--threshold", "5"],
+                       "probability strictly between 0 and 1"),
+    "pope max tokens": (["pope", "run", "q.json", "--images", ".", "--out", "{tmp}/a.jsonl", "--max-new-tokens",
+                         "-1"], "integer >= 1"),
+    "pope out dir": (["pope", "run", "{tmp}/q.json", "--images", "{tmp}", "--out", "{tmp}/dir"],
+                     "expected an answers file"),
+    "bias n-scenes 0": (["evaluate", "bias", "--n-scenes", "0"], "integer >= 2"),
+    "bias epsilon": (["evaluate", "bias", "--epsilon", "-1"], "number > 0"),
+    "bias region": (["evaluate", "bias", "--region", "1.5"], "number in [0, 1]"),
+    "bias out file": (["evaluate", "bias", "--out", "{tmp}/file.txt"], "expected a folder"),
+    "explain boxes": (["explain", "{image}", "--prompt", "p", "--token", "a", "--boxes", "-3"], "integer >= 0"),
+    "explain out file": (["explain", "{image}", "--prompt", "p", "--token", "a", "--out", "{tmp}/file.txt"],
+                         "expected a folder"),
+    "check out dir": (["check", "{image}", "--prompt", "p", "--out", "{tmp}/dir"], "expected a PNG file"),
+    "check threshold": (["check", "{image}", "--prompt", "p", "--threshold", "nan"], "probability"),
+    "detect threshold": (["detect", "{image}", "--query", "a", "--threshold", "5"], "probability in [0, 1]"),
+    "detect max": (["detect", "{image}", "--query", "a", "--max-per-query", "0"], "integer >= 1"),
+    "describe temperature": (["describe", "{image}", "--prompt", "p", "--temperature", "0"], "number > 0"),
+    "report side": (["report", "{tmp}", "--max-map-side", "0"], "integer >= 1"),
+    "report not a run": (["report", "{tmp}/dir"], "is not a run folder"),
+    "saliency scenes": (["evaluate", "saliency", "--scenes", "0"], "integer >= 1"),
+    "saliency out file": (["evaluate", "saliency", "--out", "{tmp}/file.txt"], "expected a folder"),
+    "hallucination batch": (["evaluate", "hallucination", "--batch-size", "0"], "integer >= 1"),
+    "align lr": (["align", "train", "--owl", "o", "--mllm", "m", "--images", "i", "--out", "o", "--lr", "0"],
+                 "number > 0"),
+    "align decay": (["align", "train", "--owl", "o", "--mllm", "m", "--images", "i", "--out", "o",
+                     "--weight-decay", "2"], "number in [0, 1)"),
+    "align every": (["align", "train", "--owl", "o", "--mllm", "m", "--images", "i", "--out", "o",
+                     "--checkpoint-every", "0"], "integer >= 1"),
+    "toy images": (["pope", "toy", "{tmp}/toy", "--images", "0"], "integer >= 1"),
+    "bias spec out file": (["bias", "examples/bias/toy.yaml", "--out", "{tmp}/file.txt"], None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_and_exit_2_with_nothing_written(case, scratch, image, capsys):
+    arguments, expected = BAD[case]
+    before = sorted(p.name for p in scratch.rglob("*"))
+    argv = [a.format(tmp=scratch, image=image) for a in arguments]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse refuses at parse time
+        code = exit_.code
+    assert code == 2
+    err = _one_line_error(capsys)
+    if expected:
+        assert expected in err
+    assert sorted(p.name for p in scratch.rglob("*")) == before
+
+
+def test_every_option_s_default_is_in_the_help():
+    import argparse
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    missing = []
+    for parser in parsers(build_parser()):
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+                if action.help and "default" not in action.help and f"(default: {action.default})" not in text:
+                    missing.append(f"{parser.prog} {action.option_strings[0]}")
+                elif not action.help:
+                    missing.append(f"{parser.prog} {action.option_strings[0]} (no help)")
+    assert not missing
+
+
+# -- POPE: a run folder that renders, one writer, a resume with other weights refused ------------------------
+
+@pytest.fixture
+def pope(tmp_path, image):
+    images = tmp_path / "images"
+    images.mkdir()
+    os.replace(image, images / "a.png")
+    write_questions(tmp_path / "q.json", [PopeQuestion(1, "a.png", "Is there a circle in the image?", "yes"),
+                                          PopeQuestion(2, "a.png", "Is there a star in the image?", "no"),
+                                          PopeQuestion(3, "b.png", "Is there a cross in the image?", "no")])
+    return tmp_path
+
+
+def _pope(folder, model_args, *more):
+    return main(["pope", "run", str(folder / "q.json"), "--images", str(folder / "images"), "--out",
+                 str(folder / "answers.jsonl"), "--max-new-tokens", "2", "--threshold", "0.99", "--no-progress",
+                 *model_args, *more])
+
+
+def test_a_pope_run_renders_and_refuses_other_weights_on_resume(pope, tiny_model_args, tiny_checkpoints, capsys,
+                                                               tmp_path_factory):
+    assert _pope(pope, tiny_model_args) == 0
+    assert main(["report", str(pope / "answers.run")]) == 0
+    run = json.loads((pope / "answers.run" / "run.json").read_text())
+    flagged = [r for r in map(json.loads, (pope / "answers.jsonl").read_text().splitlines()) if r["flag"]]
+    assert len(run["items"]) == len(run["tables"][0]["rows"]) == len(flagged) and "q" in run["pope"]
+    capsys.readouterr()
+    from owlens.models.tiny import save_tiny_checkpoints
+
+    other = save_tiny_checkpoints(tmp_path_factory.mktemp("other"), seed=1)
+    args = list(tiny_model_args)
+    args[args.index("--projector") + 1] = str(other["projector"])
+    rows = (pope / "answers.jsonl").read_bytes()
+    assert _pope(pope, args) == 2
+    assert "other weights" in _one_line_error(capsys) and (pope / "answers.jsonl").read_bytes() == rows
+
+
+def test_a_second_pope_run_on_one_out_is_refused(pope, tiny_model_args, capsys):
+    hold = ("import sys, time\nfrom owlens.persist.lock import lock_beside\nwith lock_beside(sys.argv[1]):\n"
+            "    print('held', flush=True)\n    time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", hold, str(pope / "answers.jsonl")], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        assert _pope(pope, tiny_model_args) == 2
+        assert f"in use by another run (pid {child.pid}" in _one_line_error(capsys)
+        assert not (pope / "answers.jsonl").exists()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_torn_last_line_is_dropped_and_redone(pope, tiny_model_args):
+    assert _pope(pope, tiny_model_args) == 0
+    whole = (pope / "answers.jsonl").read_text().splitlines()
+    (pope / "answers.jsonl").write_text(whole[0] + "\n" + whole[1][:20])
+    assert _pope(pope, tiny_model_args) == 0
+    again = (pope / "answers.jsonl").read_text().splitlines()
+    assert [json.loads(r)["question_id"] for r in again] == [json.loads(r)["question_id"] for r in whole]
+
+
+def test_ctrl_c_is_one_line_and_exit_130(pope, tiny_model_args, capsys, monkeypatch):
+    from owlens.hallucination import runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_answer", interrupted)
+    assert _pope(pope, tiny_model_args) == 130
+    err = capsys.readouterr().err  # after the run's own notice about the missing b.png
+    assert "Traceback" not in err and "interrupted; what was written is kept" in err.strip().splitlines()[-1]
+
+
+def test_a_full_disk_is_one_line(pope, tiny_model_args, capsys, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        (disk / "filler").write_bytes(b"\0" * (60 * 1024))
+        code = main(["pope", "run", str(pope / "q.json"), "--images", str(pope / "images"), "--out",
+                     str(disk / "answers.jsonl"), "--max-new-tokens", "2", "--no-progress", *tiny_model_args])
+        assert code == 2
+        assert "No space left on device" in _one_line_error(capsys)
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_a_saliency_evaluation_folder_renders(tiny_model_args, tmp_path, capsys):
+    out = tmp_path / "sal"
+    assert main(["evaluate", "saliency", "--scenes", "2", "--steps", "2", "--methods", "ga,random", "--json",
+                 "--no-progress", "--out", str(out), *tiny_model_args]) == 0
+    assert main(["report", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["items"] == [] and [r[0] for r in run["tables"][0]["rows"]] == ["ga", "random"]
+
+
+@pytest.mark.parametrize("damage", ["garbage weights", "owl as mllm"])
+def test_unloadable_weights_are_one_line(damage, tmp_path, image, capsys):
+    from owlens.models.tiny import save_tiny_checkpoints
+
+    paths = {k: str(v) for k, v in save_tiny_checkpoints(tmp_path / "tiny").items()}
+    if damage == "garbage weights":
+        for weights in (tmp_path / "tiny" / "mllm").glob("*.safetensors"):
+            weights.write_bytes(b"garbage")
+    else:
+        paths["mllm"] = paths["owl"]
+    capsys.readouterr()  # the checkpoints' own save bars
+    code = main(["describe", image, "--prompt", "hi", "--owl", paths["owl"], "--mllm", paths["mllm"],
+                 "--projector", paths["projector"], "--device", "cpu"])
+    assert code == 2 and "MLLM (mllm) weights" in _one_line_error(capsys)
