@@ -25,8 +25,10 @@ __all__ = ["DemoSettings", "run_demo"]
 @dataclass(frozen=True)
 class DemoSettings:
     seed: int = 0
-    # explainers run on every answer token: GA (the paper's method) first, then the baselines it is read against
-    methods: tuple[str, ...] = ("ga", "gradient", "gradient_input", "attention", "rollout", "detection_only", "random")
+    # explainers run on every answer token: GA (the paper's method) first, the object-level attribution that names
+    # the objects a token rests on, then the baselines both are read against
+    methods: tuple[str, ...] = ("ga", "object_attribution", "gradient", "gradient_input", "attention", "rollout",
+                                "detection_only", "random")
     bias_scenes: int = 40  # held-out scenes in the bias probe
     max_new_tokens: int = 24
 

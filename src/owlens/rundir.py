@@ -261,6 +261,15 @@ def _check_explanation(explanation: dict, field: str) -> None:
         _numbers(box, f"{field}: boxes_cxcywh[{k}]", 4)
     _check(len(boxes) == len(weights), f"{field}: boxes_cxcywh", f"one box per class weight ({len(weights)})", boxes)
     _numbers(explanation.get("image_size"), f"{field}: image_size", 2)
+    objects = explanation.get("objects")
+    if objects is not None:
+        for k, obj in enumerate(_list(objects, f"{field}: objects")):
+            where = f"{field}: objects[{k}]"
+            _object(obj, where)
+            _string(obj.get("concept"), f"{where}.concept")
+            for key in ("concept_score", "logit_without", "logit_drop"):
+                _number(obj.get(key), f"{where}.{key}")
+            _numbers(obj.get("box_xyxy_px"), f"{where}.box_xyxy_px", 4)
 
 
 def _check_bias(bias: dict) -> None:

@@ -153,3 +153,29 @@ def test_a_run_without_images_shows_its_tables_as_text(tmp_path):
     page = render_report(tmp_path).path.read_text()
     assert "methods &lt;b&gt;" in page and "<td>0.1235</td>" in page
     assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>x" not in page
+
+
+def test_object_level_explanations_list_their_objects_under_the_map(tmp_path):
+    folder = make_run(tmp_path)
+    explanation = folder / "maps/scene-000/ga/001.json"
+    payload = json.loads(explanation.read_text())
+    payload["objects"] = [{"index": 0, "box_xyxy_px": [1, 2, 30, 40], "box_cxcywh": [0.2, 0.4, 0.4, 0.8],
+                           "concept": "a photo of a red cross", "concept_score": 0.81, "weight": 1.0, "tokens": 6,
+                           "logit_without": 10.6, "logit_drop": 4.2}]
+    explanation.write_text(json.dumps(payload))
+    driver = open_in_browser(render_report(folder).path)
+    try:
+        from selenium.webdriver.common.by import By
+
+        click_token(driver, 1)
+        shown = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#objects li")]
+        assert shown == ["“red” rests on the object OWL reads as “red cross” (p 0.81); without it the logit goes "
+                         "14.8 → 10.6"]
+        click_token(driver, 3)  # that explanation lists no objects: the list is hidden and empty
+        assert driver.find_elements(By.CSS_SELECTOR, "#objects li") == []
+    finally:
+        driver.quit()
+    payload["objects"][0]["concept_score"] = "high"
+    explanation.write_text(json.dumps(payload))
+    with pytest.raises(RunFormatError, match=r"objects\[0\]\.concept_score"):
+        render_report(folder)

@@ -78,7 +78,20 @@ def _map_entry(folder: Path, base: str, field: str, max_side: int) -> dict:
         values = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
     quantised = np.clip(np.rint(values * 255), 0, 255).astype(np.uint8)
     return {"shape": list(quantised.shape), "data": base64.b64encode(quantised.tobytes()).decode(),
-            "query": explanation.get("query") or "", "boxes": _top_boxes(explanation)}
+            "query": explanation.get("query") or "", "boxes": _top_boxes(explanation),
+            "objects": _objects(explanation)}
+
+
+def _objects(explanation: dict) -> list[dict]:
+    """The objects an object-level explanation rests on, as lines the page shows as text (escaped by the DOM)."""
+    out = []
+    for obj in explanation.get("objects") or []:
+        concept = re.sub(r"^a photo of (an?|the) ", "", obj["concept"])
+        out.append({"xyxy": obj["box_xyxy_px"],
+                    "text": f"rests on the object OWL reads as “{concept}” (p {obj['concept_score']:.2f}); "
+                            f"without it the logit goes {obj['logit_without'] + obj['logit_drop']:.1f} → "
+                            f"{obj['logit_without']:.1f}"})
+    return out
 
 
 def _top_boxes(explanation: dict) -> list[dict]:

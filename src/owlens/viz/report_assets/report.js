@@ -56,11 +56,26 @@
     const entry = (item.maps[state.method] || {})[index];
     state.token = index;
     document.querySelectorAll(".token").forEach((el) => el.classList.toggle("active", Number(el.dataset.index) === index));
-    if (!entry) { $("map").classList.add("hidden"); $("boxes").replaceChildren(); $("info").textContent = "no map for this token"; return; }
+    if (!entry) { $("map").classList.add("hidden"); $("boxes").replaceChildren(); showObjects([], ""); $("info").textContent = "no map for this token"; return; }
     drawMap(entry);
+    showObjects(entry.objects || [], item.answer.tokens[index].token);
     // Top boxes drawn with line width by class weight, as the paper draws GA's explanation.
     drawBoxes(entry.boxes, "#ffd166", (b) => 0.5 + 3.5 * b.weight);
     $("info").textContent = `token “${item.answer.tokens[index].token}” · ${state.method} · query “${entry.query}”`;
+  }
+
+  // An object-level explanation lists the objects the token rests on, under the map (text only: escaped by the DOM).
+  function showObjects(objects, token) {
+    const list = $("objects");
+    list.replaceChildren();
+    list.hidden = objects.length === 0;
+    objects.forEach((o) => {
+      const li = document.createElement("li");
+      li.textContent = `“${token}” ${o.text}`;
+      li.addEventListener("mouseenter", () => drawBoxes([{ xyxy: o.xyxy, label: o.text }], "#2a9d8f", () => 2.5));
+      li.addEventListener("mouseleave", () => state.token !== null && showToken(state.token));
+      list.appendChild(li);
+    });
   }
 
   function renderTokens(item) {
