@@ -32,8 +32,11 @@ def test_all_tokens_and_a_custom_query(tiny_model_args, image, tmp_path, capsys)
                  "--query", "a photo of a star", "--out", str(out), *tiny_model_args])
     assert code == 0
     written = sorted(p.name for p in out.glob("*.json") if p.name != "run.json")  # run.json: the report's
-    assert len(written) == len(capsys.readouterr().out.strip().splitlines()) == 3
+    captured = capsys.readouterr()
+    assert len(written) == len(captured.out.strip().splitlines()) == 3
     assert all(json.loads((out / name).read_text())["query"] == "a photo of a star" for name in written)
+    # The random tiny LM never says </s> within 3 tokens: the cut is said, once.
+    assert captured.err.count("the answer was cut at 3 tokens (--max-new-tokens)") == 1
 
 
 def test_unknown_token_is_one_clear_error(tiny_model_args, image, tmp_path, capsys):

@@ -55,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     options = {"vocabulary": _vocabulary(args.vocabulary)} if args.method == "object_attribution" and \
         args.vocabulary else {}
     saliencies = make_explainer(args.method, model, **options).explain_all(inputs, target)[0]
+    eos = model.processor.mllm_tokenizer.eos_token_id
+    if args.all_tokens and len(saliencies) >= args.max_new_tokens and saliencies[-1].token_id != eos:
+        print(f"owlens explain: warning: the answer was cut at {args.max_new_tokens} tokens (--max-new-tokens); "
+              "pass a larger value to explain all of it", file=sys.stderr)
     with folder_lock(out):
         for index, saliency in enumerate(saliencies):
             paths = _write(saliency, image, out / f"{Path(args.image).stem}-{index:02d}-{_slug(saliency.token)}",
