@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,3 +188,22 @@ def test_a_changed_image_folder_is_refused_on_resume(tmp_path):
     Image.fromarray(_images(1, seed=5)[0]).save(folder / "extra.png")
     with pytest.raises(ValueError, match=r"other inputs \(inputs\.images\..*extra\.png \(added\)\)"):
         _train(tmp_path / "run", list_images(folder), max_steps=2)
+
+
+def test_an_accelerate_pickle_checkpoint_is_refused_unopened(tmp_path):
+    import pickle
+
+    images = _images(8)
+    _train(tmp_path, images, max_steps=2)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.write_text, (marker, "ran"))
+
+    checkpoint = tmp_path / "checkpoint"
+    (checkpoint / "training.safetensors").unlink()
+    (checkpoint / "optimizer.bin").write_bytes(pickle.dumps(Payload()))  # what accelerate's save_state wrote
+    with pytest.raises(ValueError, match="accelerate's pickle format"):
+        _train(tmp_path, images)
+    assert not marker.exists()

@@ -30,11 +30,15 @@ from owlens.align.data import ImageFolder, collate
 from owlens.persist.atomic import atomic_write_json
 from owlens.persist.fingerprint import FINGERPRINT, Fingerprint, claim, image_listing, model_weights
 from owlens.persist.lock import folder_lock
+from owlens.persist.state import load_state, save_state
 
 __all__ = ["AlignConfig", "AlignResult", "train_alignment", "CHECKPOINT", "PROJECTOR"]
 
 CHECKPOINT, PROJECTOR, STATE, RESULT = "checkpoint", "projector", "trainer_state.json", "result.json"
 PARTIAL, OLD = CHECKPOINT + ".partial", CHECKPOINT + ".old"
+# W, optimizer, scheduler (and the fp16 loss scaler) in one safetensors file: accelerate's own save_state
+# pickles the optimizer and RNG states, and loading a pickle from a run folder can run code from it.
+TRAINING_STATE = "training.safetensors"
 # Settings a resumed run must share with the run that wrote the checkpoint, or the result is not one run.
 _RESUME_KEYS = ("lr", "weight_decay", "batch_size", "epochs", "seed", "schedule")
 _SCHEDULES = ("constant", "cosine")
@@ -152,14 +156,40 @@ def _read_state(out_dir: Path, config: AlignConfig) -> dict:
     return state
 
 
-def _save_checkpoint(accelerator, out_dir: Path, state: dict, config: AlignConfig) -> None:
+def _training_state(accelerator, parts) -> dict:
+    projector, optimizer, scheduler = parts
+    state = {"projector": accelerator.unwrap_model(projector).state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict()}
+    if accelerator.scaler is not None:
+        state["scaler"] = accelerator.scaler.state_dict()
+    return state
+
+
+def _restore(accelerator, folder: Path, parts) -> None:
+    """Load W, optimizer and scheduler state from a checkpoint folder, on every process (DDP keeps them equal)."""
+    path = folder / TRAINING_STATE
+    if not path.is_file():
+        raise ValueError(f"{folder} holds a checkpoint in accelerate's pickle format (owlens 0.1); it is not loaded "
+                         "because unpickling a file can run code from it. Delete it to train from step 0, or pass "
+                         "another --out")
+    projector, optimizer, scheduler = parts
+    state = load_state(path)
+    accelerator.unwrap_model(projector).load_state_dict(state["projector"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if accelerator.scaler is not None and "scaler" in state:
+        accelerator.scaler.load_state_dict(state["scaler"])
+
+
+def _save_checkpoint(accelerator, out_dir: Path, state: dict, config: AlignConfig, parts) -> None:
     """Write the new checkpoint, then swap it in without a moment where no complete one exists."""
     partial, final, old = out_dir / PARTIAL, out_dir / CHECKPOINT, out_dir / OLD
     if accelerator.is_main_process and partial.exists():
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
     if accelerator.is_main_process:
+        partial.mkdir(parents=True)
+        save_state(partial / TRAINING_STATE, _training_state(accelerator, parts))
         _swap_hook("written")
         atomic_write_json(partial / STATE, {**state, "config": asdict(config)}, durable=True)  # marks it complete
         _swap_hook("complete")
@@ -225,7 +255,7 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
         projector, optimizer, loader, scheduler = accelerator.prepare(model.alignment, optimizer, loader, scheduler)
         state = _read_state(out_dir, config)
         if state["step"]:
-            accelerator.load_state(str(out_dir / CHECKPOINT))
+            _restore(accelerator, out_dir / CHECKPOINT, (projector, optimizer, scheduler))
             log(f"resuming from step {state['step']} (epoch {state['epoch']}, batch {state['batch_in_epoch']})")
         resumed_from = state["step"]
         total = config.epochs * len(loader) if config.max_steps is None else min(config.max_steps,
@@ -280,5 +310,5 @@ def _run_epochs(model, projector, optimizers, loader, accelerator, state, config
             if reached():
                 break
             if state["step"] % config.checkpoint_every == 0:
-                _save_checkpoint(accelerator, out_dir, state, config)
-    _save_checkpoint(accelerator, out_dir, state, config)
+                _save_checkpoint(accelerator, out_dir, state, config, (projector, optimizer, scheduler))
+    _save_checkpoint(accelerator, out_dir, state, config, (projector, optimizer, scheduler))
