@@ -18,8 +18,9 @@ def register(subparsers) -> None:
     parser.add_argument("--vocabulary", choices=("auto", "toy", "coco"), default="auto",
                         help="object names to look for: toy world shapes, or COCO's 80 classes with synonyms "
                              "(auto: toy for the shipped toy world, else coco)")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="τ on p_c (default 0.5; `owlens pope score --calibrate` prints a calibrated one)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="τ on p_c, overriding the model's calibration.json (written by `owlens calibrate`); "
+                             "without either, 0.5 and the verdicts say they are uncalibrated")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out", metavar="PNG", help="draw every mentioned object's best box")
     parser.add_argument("--json", action="store_true")
@@ -28,7 +29,6 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from owlens.hallucination.check import check
-    from owlens.hallucination.flag import PresenceThreshold
     from owlens.hallucination.vocabulary import coco_vocabulary, toy_vocabulary
     from owlens.images import load_image
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     toy = args.vocabulary == "toy" or (args.vocabulary == "auto" and not (args.owl or args.mllm))
     model = load_model(args)
     result = check(model, image, args.prompt, toy_vocabulary() if toy else coco_vocabulary(),
-                   threshold=PresenceThreshold.from_probability(args.threshold), max_new_tokens=args.max_new_tokens)
+                   threshold=args.threshold, max_new_tokens=args.max_new_tokens)
     if args.out:
         from owlens.viz.boxes import draw_boxes
 
@@ -49,9 +49,15 @@ def run(args: argparse.Namespace) -> int:
         write_json({"image": args.image, **result.to_dict()})
         return 0
     print(result.answer)
-    for o in result.objects:
+    print_verdicts(result.objects, result.threshold, result.threshold_source)
+    return 0
+
+
+def print_verdicts(objects, threshold: float, source: str) -> None:
+    """The verdict lines ``check`` and ``describe --check`` print, after a line saying which τ judged them."""
+    print(f"  τ: p_c > {threshold:.3f} ({source})")
+    for o in objects:
         verdict = "grounded  " if o.grounded else "UNGROUNDED"
         print(f"  {verdict} {o.name}: p_c {o.presence:.3f}  box_xyxy_px " + " ".join(f"{v:.1f}" for v in o.box_xyxy_px))
-    if not result.objects:
+    if not objects:
         print("  (the answer names no object of the vocabulary)")
-    return 0

@@ -20,7 +20,7 @@ from owlens.hallucination.pope_format import QUERY_TEMPLATE, object_of
 from owlens.hallucination.vocabulary import ObjectVocabulary
 from owlens.images import load_image
 
-__all__ = ["ObjectVerdict", "CheckResult", "ground", "check"]
+__all__ = ["ObjectVerdict", "CheckResult", "ground", "check", "claimed"]
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,17 @@ class ObjectVerdict:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The answer to ``prompt`` and a verdict for every object it mentions, in order of first mention."""
+    """The answer to ``prompt`` and a verdict for every object it mentions, in order of first mention.
+
+    threshold: τ on p_c; threshold_source: "calibrated" (the model's calibration.json), "given" (by the
+    caller) or "uncalibrated" (p_c = 0.5, a guess).
+    """
 
     prompt: str
     answer: str
     objects: tuple[ObjectVerdict, ...]
     threshold: float
+    threshold_source: str = "given"
 
     @property
     def ungrounded(self) -> list[str]:
@@ -54,7 +59,7 @@ class CheckResult:
 
     def to_dict(self) -> dict:
         return {"prompt": self.prompt, "answer": self.answer, "threshold": self.threshold,
-                "objects": [o.to_dict() for o in self.objects], "ungrounded": self.ungrounded}
+                "threshold_source": self.threshold_source, "objects": [o.to_dict() for o in self.objects], "ungrounded": self.ungrounded}
 
 
 @torch.no_grad()
@@ -73,7 +78,7 @@ def ground(model, embedding: torch.Tensor, names: Sequence[str], size: tuple[int
             for q, (name, query) in enumerate(zip(names, queries))]
 
 
-def _claimed(question: str, answer: str, vocabulary: ObjectVocabulary) -> list[str]:
+def claimed(question: str, answer: str, vocabulary: ObjectVocabulary) -> list[str]:
     """Objects the answer asserts: those it mentions, or the object of a presence question answered yes."""
     names = vocabulary.mentions(answer)
     try:
@@ -87,17 +92,22 @@ def _claimed(question: str, answer: str, vocabulary: ObjectVocabulary) -> list[s
 
 @torch.no_grad()
 def check(model, image, prompt: str, vocabulary: ObjectVocabulary, *,
-          threshold: PresenceThreshold | None = None, max_new_tokens: int = 64,
+          threshold: PresenceThreshold | float | None = None, max_new_tokens: int = 64,
           query_template: str = QUERY_TEMPLATE) -> CheckResult:
     """Generate an answer about ``image`` (path, PIL or array) and ground every object it mentions.
 
-    ``threshold``: τ on p_c; None is p_c = 0.5, uncalibrated.
+    ``threshold``: τ on p_c (a ``PresenceThreshold`` or a probability); None reads the model's calibration (``calibration.resolve_threshold``), and
+    without one falls back to p_c = 0.5, saying once that the verdicts are uncalibrated.
     """
-    threshold = threshold or PresenceThreshold.from_probability(0.5)
+    from owlens.hallucination.calibration import resolve_threshold
+
+    source = "given"
+    if not isinstance(threshold, PresenceThreshold):
+        threshold, source = resolve_threshold(model, threshold)
     picture = load_image(image)
     processor = model.processor
     full_prompt = prompt if processor.image_token in prompt else processor.chat(prompt)
     embedding = model.encode_images(picture)  # (1, 1+N, d)
     answer = model.generate(embedding, [full_prompt], max_new_tokens=max_new_tokens).texts[0]
-    verdicts = ground(model, embedding, _claimed(prompt, answer, vocabulary), picture.size, threshold, query_template)
-    return CheckResult(full_prompt, answer, tuple(verdicts), threshold.probability)
+    verdicts = ground(model, embedding, claimed(prompt, answer, vocabulary), picture.size, threshold, query_template)
+    return CheckResult(full_prompt, answer, tuple(verdicts), threshold.probability, source)

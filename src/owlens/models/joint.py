@@ -39,6 +39,8 @@ class JointModel(nn.Module):
                 "with `owlens align train`"
             )
         self.processor = processor
+        # The folder W was loaded from, where its grounding calibration lives (None: W built in memory).
+        self.projector_folder = None
 
     @property
     def device(self) -> torch.device:

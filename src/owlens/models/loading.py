@@ -124,4 +124,6 @@ def load_joint(owl=None, mllm=None, projector=None, *, dtype="auto", device="aut
         query_length=owl_model.config.text_config.max_position_embeddings,
     )
     model = JointModel(owl_model, llava, alignment.to(dtype), processor).to(device)
+    if projector is not None:
+        model.projector_folder = Path(str(projector)).expanduser()
     return model.eval()

@@ -91,6 +91,11 @@
     body.replaceChildren();
     const objects = (item.hallucination && item.hallucination.objects) || [];
     $("hallucination").hidden = !item.hallucination;
+    const h = item.hallucination || {};
+    // Which τ judged the verdicts: a model's calibrated one, one the user gave, or the uncalibrated 0.5.
+    $("hallucination-threshold").textContent = typeof h.threshold === "number"
+      ? `grounded ⇔ p_c > ${h.threshold.toFixed(3)} (${h.threshold_source === "uncalibrated" ? "uncalibrated: this model has no calibration.json, run owlens calibrate" : String(h.threshold_source || "given")})`
+      : "";
     objects.forEach((o) => {
       const row = document.createElement("tr");
       row.className = o.grounded ? "grounded" : "ungrounded";
