@@ -58,8 +58,10 @@ class BiasProbe:
         embeddings = {"clean": embedding, **{k: p.embedding for k, p in perturbed.items()}, **(extra or {})}
         records = [{"perturbations": {k: p.image(i) for k, p in perturbed.items()}, "scores": {}}
                    for i in range(len(embedding))]
+        with torch.no_grad():  # W once per embedding, whatever the number of traits
+            tokens = {name: self.model.image_tokens(e) for name, e in embeddings.items()}
         for trait in traits:
-            scores = {name: self.scorer.score(e, trait) for name, e in embeddings.items()}
+            scores = {name: self.scorer.score(e, trait, tokens=tokens[name]) for name, e in embeddings.items()}
             for i, record in enumerate(records):
                 record["scores"][trait] = {name: s.image(i) for name, s in scores.items()}
         return records

@@ -26,11 +26,12 @@ from owlens.hallucination.combined import CombinedFlag, fit_combined_flag
 from owlens.hallucination.flag import PresenceThreshold, calibrate_threshold
 
 __all__ = ["CALIBRATION_NAME", "Calibration", "StaleCalibrationError", "calibration_for", "fit_calibration",
-           "load_calibration", "THRESHOLD_SOURCES", "resolve_threshold", "save_calibration", "weights_digest"]
+           "load_calibration", "Grounding", "THRESHOLD_SOURCES", "resolve_grounding", "resolve_threshold", "save_calibration", "weights_digest"]
 
 CALIBRATION_NAME = "calibration.json"
 _VERSION = 1
 UNCALIBRATED = 0.5  # p_c used when a model has no calibration: a guess, and said to be one
+CHECK_FALSE_ALARM = 0.04  # the share of correct "yes" answers of the calibration split `check` may call ungrounded
 
 
 class StaleCalibrationError(ValueError):
@@ -39,16 +40,25 @@ class StaleCalibrationError(ValueError):
 
 @dataclass(frozen=True)
 class Calibration:
-    """τ (``threshold``), the combined flag (None if not fitted) and how they were obtained (``source``)."""
+    """τ (``threshold``), the combined flag (None if not fitted) and how they were obtained (``source``).
+
+    check_cut: the combined flag's score above which ``check`` calls a named object ungrounded, chosen on the
+    calibration split so that it fires on at most ``CHECK_FALSE_ALARM`` of the correct "yes" answers there
+    (a caption names objects the way a "yes" asserts one; its false alarms are what a user sees as red).
+    """
 
     threshold: PresenceThreshold
     flag: CombinedFlag | None
     weights_sha256: str | None
     source: dict = field(default_factory=dict)
+    check_cut: float | None = None
+    question_template: str = "is there a {} ?"  # how the calibration split asked; ``check`` asks the same
 
     def to_dict(self) -> dict:
         threshold = self.threshold.to_dict()
         return {"version": _VERSION, "threshold": threshold, "flag": self.flag.to_dict() if self.flag else None,
+                "check_cut": self.check_cut, "check_false_alarm": CHECK_FALSE_ALARM,
+                "question_template": self.question_template,
                 "weights_sha256": self.weights_sha256, "source": dict(self.source)}
 
     @classmethod
@@ -65,7 +75,9 @@ class Calibration:
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"expected threshold.logit (a number) in the calibration; received {t!r}") from err
         flag = CombinedFlag.from_dict(payload["flag"]) if payload.get("flag") else None
-        return cls(threshold, flag, payload.get("weights_sha256"), dict(payload.get("source") or {}))
+        cut = payload.get("check_cut")
+        return cls(threshold, flag, payload.get("weights_sha256"), dict(payload.get("source") or {}),
+                   None if cut is None else float(cut), str(payload.get("question_template") or "is there a {} ?"))
 
 
 def weights_digest(folder: str | Path) -> str | None:
@@ -80,8 +92,18 @@ def weights_digest(folder: str | Path) -> str | None:
     return digest.hexdigest()
 
 
+def question_template(question: str, suffix: str = "") -> str:
+    """The wording of a presence question with its object as ``{}``: "Is there a dog in the image?" →
+    "Is there a {} in the image?"."""
+    from owlens.hallucination.pope_format import object_of
+
+    name = object_of(question)
+    start = question.rfind(name)
+    return question[:start] + "{}" + question[start + len(name):] + suffix
+
+
 def fit_calibration(rows: list[dict], labels: list[str], *, source: dict | None = None,
-                    weights_sha256: str | None = None) -> Calibration:
+                    weights_sha256: str | None = None, suffix: str = "") -> Calibration:
     """τ and the combined flag from a calibration split's answer rows (``pope run``'s) and their labels."""
     if len(rows) != len(labels) or not rows:
         raise ValueError(f"expected one label per answer row, at least one; received {len(rows)} rows and "
@@ -90,10 +112,17 @@ def fit_calibration(rows: list[dict], labels: list[str], *, source: dict | None 
     threshold = calibrate_threshold(logits, labels)
     said_yes = np.array([r["parsed"] == "yes" for r in rows])
     wrong = np.array([r["parsed"] != label for r, label in zip(rows, labels)])
-    flag = None
+    flag, cut = None, None
     if 0 < wrong.sum() < wrong.size:
-        flag = fit_combined_flag(said_yes, logits, [r["p_yes"] for r in rows], wrong)
-    return Calibration(threshold, flag, weights_sha256, dict(source or {}))
+        p_yes = np.array([r["p_yes"] for r in rows], dtype=np.float64)
+        flag = fit_combined_flag(said_yes, logits, p_yes, wrong)
+        right_yes = said_yes & ~wrong
+        if right_yes.any():
+            scores = np.sort(flag.scores(said_yes[right_yes], logits[right_yes], p_yes[right_yes]))
+            # the smallest cut with at most CHECK_FALSE_ALARM of these scores above it
+            cut = float(scores[min(len(scores) - 1, int(np.ceil(len(scores) * (1 - CHECK_FALSE_ALARM))) - 1)])
+    return Calibration(threshold, flag, weights_sha256, dict(source or {}), cut,
+                       question_template(rows[0]["question"], suffix))
 
 
 def save_calibration(calibration: Calibration, folder: str | Path) -> Path:
@@ -147,6 +176,36 @@ def _say_once(message: str) -> None:
 THRESHOLD_SOURCES = ("given", "calibrated", "uncalibrated")
 
 
+@dataclass(frozen=True)
+class Grounding:
+    """How ``check`` decides that a named object is grounded.
+
+    With the model's calibration (``source`` "calibrated") and its combined flag: the MLLM is asked the
+    presence question (``question_template``) about the object, and the object is ungrounded when the flag's
+    score for that "yes" passes ``cut``: both branches' evidence, as the flag weighs it. Otherwise (a τ given by
+    the user, or no calibration) the detector alone: grounded ⇔ z_c > τ.
+    """
+
+    threshold: PresenceThreshold
+    source: str
+    flag: CombinedFlag | None = None
+    cut: float | None = None
+    question_template: str = "is there a {} ?"
+
+    @property
+    def combined(self) -> bool:
+        return self.flag is not None and self.cut is not None
+
+
+def resolve_grounding(model, threshold: float | None = None, *, log=None) -> Grounding:
+    """``resolve_threshold``, and the combined flag where the model's calibration carries one."""
+    tau, source = resolve_threshold(model, threshold, log=log)
+    calibration = calibration_for(model) if source == "calibrated" else None
+    if calibration is None:
+        return Grounding(tau, source)
+    return Grounding(tau, source, calibration.flag, calibration.check_cut, calibration.question_template)
+
+
 def resolve_threshold(model, threshold: float | None = None, *, log=None) -> tuple[PresenceThreshold, str]:
     """τ for a verdict and where it came from (one of ``THRESHOLD_SOURCES``): ``threshold`` (a probability)
     if given, else the model's calibration, else p_c = 0.5 with one notice (through ``log``, default stderr)
@@ -186,7 +245,7 @@ def calibrate_on_questions(model, questions: str | Path, images: str | Path, ans
         raise ValueError(f"{questions}: expected a 'label' (yes/no) on every calibration question")
     folder = getattr(model, "projector_folder", None)
     return fit_calibration(rows, [q.label for q in asked], weights_sha256=weights_digest(folder) if folder else None,
-                           source={"questions": str(questions), "n_questions": len(rows), **(source or {})})
+                           suffix=prompt_suffix, source={"questions": str(questions), "n_questions": len(rows), **(source or {})})
 
 
 def calibrate_toy(model, folder: str | Path, *, seed: int = TOY_CALIBRATION_SEED,
