@@ -57,7 +57,11 @@ def register(subparsers) -> None:
     score.add_argument("answers", help="answers (JSON Lines with 'answer' or 'text')")
     score.add_argument("questions", help="the POPE question file the answers belong to")
     score.add_argument("--calibrate", nargs=2, metavar=("CAL_ANSWERS", "CAL_QUESTIONS"),
-                       help="choose the flag's τ on this other split (never on the one scored)")
+                       help="choose the flag's τ and fit the combined flag on this other split (never on the one "
+                            "scored)")
+    score.add_argument("--save-calibration", metavar="DIR",
+                       help="with --calibrate: write that calibration as DIR/calibration.json (the projector "
+                            "folder of the model that answered, where check and describe --check read it)")
     score.add_argument("--json", action="store_true")
     score.set_defaults(run=_score)
 
@@ -107,7 +111,8 @@ def _run(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from owlens.hallucination.report import score_files
 
-    report = score_files(args.answers, args.questions, calibration=tuple(args.calibrate) if args.calibrate else None)
+    report = score_files(args.answers, args.questions, calibration=tuple(args.calibrate) if args.calibrate else None,
+                         save_calibration_to=args.save_calibration)
     if args.json:
         write_json(report.to_dict())
         return 0
@@ -123,6 +128,11 @@ def _score(args: argparse.Namespace) -> int:
         print(f"flag at τ = {flag.threshold.probability:.4f} ({how}): {flag.n_flagged} flagged, {flag.n_wrong} wrong; "
               f"AUROC {flag.flag_auroc:.4f}, AP {flag.flag_ap:.4f} (detector alone AUROC "
               f"{flag.presence_only_auroc:.4f}, MLLM doubt AUROC {flag.mllm_doubt_auroc:.4f})")
+        if flag.combined_n_flagged or flag.combined_auroc == flag.combined_auroc:  # NaN: no combined flag fitted
+            lo, hi = flag.combined_minus_doubt_auroc[1:]
+            print(f"combined flag (detector + MLLM, fitted on the calibration split): AUROC {flag.combined_auroc:.4f}, "
+                  f"AP {flag.combined_ap:.4f}, {flag.combined_n_flagged} flagged; minus MLLM doubt "
+                  f"{flag.combined_minus_doubt_auroc[0]:+.4f} [{lo:+.4f}, {hi:+.4f}]")
     return 0
 
 
