@@ -21,6 +21,7 @@ from owlens.bias.perturbation import Concept
 from owlens.bias.probe import BiasProbe
 from owlens.bias.scoring import TraitScorer
 from owlens.bias.spec import PerturbationSpec
+from owlens.bias.stats import paired_delta
 from owlens.bias.summary import summarise
 
 __all__ = ["QUERY_MODES", "TOY_PERTURBATION", "TOY_PROMPT", "ToyBiasResult", "export_toy_images", "toy_concept",
@@ -96,10 +97,15 @@ class ToyBiasResult:
     owl_swap_success: float
     settings: dict
     summary: dict = field(repr=False)
+    # heavy under the adversarial perturbation minus heavy under each control, image by image: the bias net of
+    # what merely moving E does, with the bootstrap CI of that paired difference
+    net_of_random: dict = field(default_factory=dict)
+    net_of_identity: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"injected_delta": self.injected_delta, "biased": self.biased, "control": self.control,
                 "random_control": self.random_control, "identity_control": self.identity_control,
+                "net_of_random": self.net_of_random, "net_of_identity": self.net_of_identity,
                 "ceiling": {"biased": self.ceiling_biased, "control": self.ceiling_control},
                 "owl_swap_success": self.owl_swap_success, "settings": self.settings, "summary": self.summary}
 
@@ -144,7 +150,14 @@ def validate_toy(model, *, seed: int = 0, n_scenes: int = 200, perturbation: Per
     statistics = {"resamples": 2000, "permutations": 10000, "seed": seed}
     summary = summarise(records, TRAITS, ["toy"], statistics=statistics)["groups"]["toy"]
     biased, control = summary["traits"][BIAS_TRAIT], summary["traits"][CONTROL_TRAIT]
+
+    def net(condition: str) -> dict:
+        heavy = [r["scores"][BIAS_TRAIT] for r in records]
+        return _figure(paired_delta([h["adversarial"]["expected"] for h in heavy],
+                                    [h[condition]["expected"] for h in heavy], **statistics).to_dict())
+
     return ToyBiasResult(
+        net_of_random=net("random"), net_of_identity=net("identity"),
         injected_delta=float(BIAS_DELTA), biased=_figure(biased["adversarial"]["expected"]),
         control=_figure(control["adversarial"]["expected"]), random_control=_figure(biased["random"]["expected"]),
         identity_control=_figure(biased["identity"]["expected"]),

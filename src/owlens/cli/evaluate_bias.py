@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(result)
         return 0
     print(f"injected delta {result['injected_delta']:+.2f}; OWL swap success {result['owl_swap_success']:.3f}")
-    for name in ("biased", "control", "random_control", "identity_control"):
+    for name in ("biased", "control", "random_control", "identity_control", "net_of_random", "net_of_identity"):
         figure = result[name]
         print(f"{name:>16}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, {figure['ci'][1]:+.3f}]")
     for name, figure in result["ceiling"].items():

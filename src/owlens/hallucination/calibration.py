@@ -26,7 +26,8 @@ from owlens.hallucination.combined import CombinedFlag, fit_combined_flag
 from owlens.hallucination.flag import PresenceThreshold, calibrate_threshold
 
 __all__ = ["CALIBRATION_NAME", "Calibration", "StaleCalibrationError", "calibration_for", "fit_calibration",
-           "load_calibration", "Grounding", "THRESHOLD_SOURCES", "resolve_grounding", "resolve_threshold", "save_calibration", "weights_digest"]
+           "load_calibration", "Grounding", "THRESHOLD_SOURCES", "resolve_grounding", "resolve_threshold",
+           "save_calibration", "weights_digest"]
 
 CALIBRATION_NAME = "calibration.json"
 _VERSION = 1
@@ -245,7 +246,8 @@ def calibrate_on_questions(model, questions: str | Path, images: str | Path, ans
         raise ValueError(f"{questions}: expected a 'label' (yes/no) on every calibration question")
     folder = getattr(model, "projector_folder", None)
     return fit_calibration(rows, [q.label for q in asked], weights_sha256=weights_digest(folder) if folder else None,
-                           suffix=prompt_suffix, source={"questions": str(questions), "n_questions": len(rows), **(source or {})})
+                           suffix=prompt_suffix,
+                           source={"questions": str(questions), "n_questions": len(rows), **(source or {})})
 
 
 def calibrate_toy(model, folder: str | Path, *, seed: int = TOY_CALIBRATION_SEED,
@@ -257,7 +259,7 @@ def calibrate_toy(model, folder: str | Path, *, seed: int = TOY_CALIBRATION_SEED
 
     files = build_toy_pope(folder, seed=seed, n_images=0, calibration_images=n_images)
     source = {"command": f"owlens calibrate --toy-seed {seed} --toy-images {n_images}", "toy_seed": seed,
-              "toy_images": n_images}
+              "toy_images": n_images, "questions": "the toy world's calibration split"}
     return calibrate_on_questions(model, files.questions["calibration"], files.images,
                                   Path(folder) / "answers_calibration.jsonl", batch_size=batch_size, max_new_tokens=4,
                                   source=source, progress=progress, log=log)

@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-import torch
-
 import numpy as np
+import torch
 
 from owlens.hallucination.answers import p_yes, parse_answer, yes_no_token_ids
 from owlens.hallucination.calibration import Grounding
@@ -66,7 +65,8 @@ class CheckResult:
 
     def to_dict(self) -> dict:
         return {"prompt": self.prompt, "answer": self.answer, "threshold": self.threshold,
-                "threshold_source": self.threshold_source, "objects": [o.to_dict() for o in self.objects], "ungrounded": self.ungrounded}
+                "threshold_source": self.threshold_source, "objects": [o.to_dict() for o in self.objects],
+                "ungrounded": self.ungrounded}
 
 
 @torch.no_grad()

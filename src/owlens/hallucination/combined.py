@@ -91,7 +91,8 @@ class CombinedFlag:
                        tuple(payload["features"]))
         except (KeyError, TypeError) as err:
             raise ValueError(f"expected a combined flag with features, coefficients, intercept, mean, scale, ridge, "
-                             f"n_calibration and n_wrong; received {sorted(payload) if isinstance(payload, dict) else payload!r}"
+                             f"n_calibration and n_wrong; received "
+                             f"{sorted(payload) if isinstance(payload, dict) else payload!r}"
                              ) from err
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from owlens.hallucination.answers import parse_answer
+from owlens.hallucination.combined import CombinedFlag
 from owlens.hallucination.flag import PresenceThreshold, calibrate_threshold, flag_scores, flags
 from owlens.hallucination.pope_format import PopeQuestion, read_questions, read_rows
-from owlens.hallucination.combined import CombinedFlag
 from owlens.hallucination.scores import PopeScores, auroc, average_precision, paired_auroc_difference, pope_scores
 
 __all__ = ["FlagReport", "PopeReport", "score_rows", "score_files", "calibrate_on", "json_ready"]

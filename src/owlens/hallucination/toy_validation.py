@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from owlens.hallucination.calibration import Calibration, Grounding, fit_calibration
 from owlens.hallucination.chair import ChairResult, chair, read_toy_truth
 from owlens.hallucination.check import ground
 from owlens.hallucination.flag import PresenceThreshold
 from owlens.hallucination.pope_format import read_questions, read_rows
-from owlens.hallucination.calibration import Calibration, Grounding, fit_calibration
 from owlens.hallucination.report import PopeReport, _pair, json_ready, score_rows
 from owlens.hallucination.runner import PopeRunConfig, run_pope
 from owlens.hallucination.scores import auroc
