@@ -199,3 +199,26 @@ def test_region_of_one_is_the_best_box_and_the_loss_covers_it_only(tiny_model, e
     loss = (((logits - targets) ** 2).mean(-1) * region).sum()
     gradient = torch.autograd.grad(loss, x)[0][:, 1:] * region[..., None]
     torch.testing.assert_close(result.embedding[:, 1:], embedding[:, 1:] - 0.1 * gradient.sign())
+
+
+def test_orthogonal_control_matches_tokens_and_l2_and_is_unread_by_the_concepts_logits(tiny_model, embedding):
+    from owlens.bias.random_control import OrthogonalRandomPerturbation
+
+    minus, plus = Concept("man", ("a photo of a man",)), Concept("woman", ("a photo of a woman", "a photo of a girl"))
+    like = PGD(tiny_model, 3.0, 3, norm="l2", region=0.5).perturb(embedding, minus, plus)
+    control = OrthogonalRandomPerturbation(tiny_model, seed=3).perturb(embedding, minus, plus, like=like)
+    delta, reference = control.embedding - embedding, like.embedding - embedding
+    assert torch.equal(delta.abs().amax(-1) > 0, reference.abs().amax(-1) > 0)  # the same tokens
+    torch.testing.assert_close(control.l2, like.l2)
+    # first order: every class logit of both concepts at the moved boxes is unchanged along δ
+    x = embedding.clone().requires_grad_(True)
+    logits = tiny_model.detect(x, ["a photo of a man", "a photo of a woman", "a photo of a girl"]).logits
+    moved = reference.abs().amax(-1)[:, 1:] > 0  # (B, N)
+    for b, m in torch.nonzero(moved).tolist():
+        for q in range(3):
+            grad = torch.autograd.grad(logits[b, m, q], x, retain_graph=True)[0][b]
+            assert abs(float((grad * delta[b]).sum())) < 1e-8 * float(grad.norm() * delta[b].norm())
+    # and it is random, not zero: a shuffled control of the same δ does read the logits
+    assert float(control.l2.min()) > 0
+    again = OrthogonalRandomPerturbation(tiny_model, seed=3).perturb(embedding, minus, plus, like=like)
+    assert torch.equal(again.embedding, control.embedding)
