@@ -201,24 +201,25 @@ def test_region_of_one_is_the_best_box_and_the_loss_covers_it_only(tiny_model, e
     torch.testing.assert_close(result.embedding[:, 1:], embedding[:, 1:] - 0.1 * gradient.sign())
 
 
-def test_orthogonal_control_matches_tokens_and_l2_and_is_unread_by_the_concepts_logits(tiny_model, embedding):
+def test_orthogonal_control_matches_tokens_and_l2_and_leaves_the_concepts_logits_put(tiny_model, embedding):
     from owlens.bias.random_control import OrthogonalRandomPerturbation
 
     minus, plus = Concept("man", ("a photo of a man",)), Concept("woman", ("a photo of a woman", "a photo of a girl"))
     like = PGD(tiny_model, 3.0, 3, norm="l2", region=0.5).perturb(embedding, minus, plus)
     control = OrthogonalRandomPerturbation(tiny_model, seed=3).perturb(embedding, minus, plus, like=like)
+    shuffled = RandomPerturbation(tiny_model, seed=3).perturb(embedding, minus, plus, like=like)
     delta, reference = control.embedding - embedding, like.embedding - embedding
     assert torch.equal(delta.abs().amax(-1) > 0, reference.abs().amax(-1) > 0)  # the same tokens
-    torch.testing.assert_close(control.l2, like.l2)
-    # first order: every class logit of both concepts at the moved boxes is unchanged along δ
-    x = embedding.clone().requires_grad_(True)
-    logits = tiny_model.detect(x, ["a photo of a man", "a photo of a woman", "a photo of a girl"]).logits
-    moved = reference.abs().amax(-1)[:, 1:] > 0  # (B, N)
-    for b, m in torch.nonzero(moved).tolist():
-        for q in range(3):
-            grad = torch.autograd.grad(logits[b, m, q], x, retain_graph=True)[0][b]
-            assert abs(float((grad * delta[b]).sum())) < 1e-8 * float(grad.norm() * delta[b].norm())
-    # and it is random, not zero: a shuffled control of the same δ does read the logits
-    assert float(control.l2.min()) > 0
+    torch.testing.assert_close(control.l2, like.l2, rtol=0.1, atol=0)  # about the same L2
+    queries = ["a photo of a man", "a photo of a woman", "a photo of a girl"]
+    moved = reference.abs().amax(-1)[:, 1:] > 0  # (B, N) the boxes the swap loss reads
+    with torch.no_grad():
+        clean = tiny_model.detect(embedding, queries).logits[moved]
+        after = tiny_model.detect(control.embedding, queries).logits[moved]
+        shuffled_after = tiny_model.detect(shuffled.embedding, queries).logits[moved]
+    assert (after - clean).abs().max() < 1e-3 * max(1.0, float(clean.abs().max()))
+    assert (shuffled_after - clean).abs().max() > 100 * (after - clean).abs().max()  # the shuffle does move them
     again = OrthogonalRandomPerturbation(tiny_model, seed=3).perturb(embedding, minus, plus, like=like)
     assert torch.equal(again.embedding, control.embedding)
+    with pytest.raises(ValueError, match="steps >= 1"):
+        OrthogonalRandomPerturbation(tiny_model, steps=0)
