@@ -74,8 +74,10 @@ class OrthogonalRandomPerturbation:
 
     method = "orthogonal"
 
-    def __init__(self, model, *, seed: int = 0, owl_template: str = OWL_TEMPLATE, steps: int = 10,
-                 corrections: int = 2):
+    # 5 steps with one correction each hold the toy OWL's red presence to 1e-4 (0.43431 → 0.43425 on 25
+    # development scenes, seed 7) at a third of the cost of 10 steps with two.
+    def __init__(self, model, *, seed: int = 0, owl_template: str = OWL_TEMPLATE, steps: int = 5,
+                 corrections: int = 1):
         if steps < 1 or corrections < 0:
             raise ValueError(f"expected steps >= 1 and corrections >= 0; received {steps} and {corrections}")
         self.model, self.seed, self.owl_template = model, int(seed), owl_template
