@@ -54,10 +54,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_verdicts(objects, threshold: float, source: str) -> None:
-    """The verdict lines ``check`` and ``describe --check`` print, after a line saying which τ judged them."""
-    print(f"  τ: p_c > {threshold:.3f} ({source})")
+    """The verdict lines ``check`` and ``describe --check`` print, after a line saying what judged them."""
+    combined = any(o.p_yes is not None for o in objects)
+    if combined:
+        print(f"  verdicts: the calibrated flag on p_c and the MLLM's own P(yes) (τ on p_c alone: {threshold:.3f})")
+    else:
+        print(f"  τ: p_c > {threshold:.3f} ({source})")
     for o in objects:
         verdict = "grounded  " if o.grounded else "UNGROUNDED"
-        print(f"  {verdict} {o.name}: p_c {o.presence:.3f}  box_xyxy_px " + " ".join(f"{v:.1f}" for v in o.box_xyxy_px))
+        mllm = f"  P(yes) {o.p_yes:.3f}" if o.p_yes is not None else ""
+        print(f"  {verdict} {o.name}: p_c {o.presence:.3f}{mllm}  box_xyxy_px "
+              + " ".join(f"{v:.1f}" for v in o.box_xyxy_px))
     if not objects:
         print("  (the answer names no object of the vocabulary)")

@@ -55,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _verdicts(args, model, embedding, prompt: str, answer: str) -> dict:
-    from owlens.hallucination.calibration import resolve_threshold
+    from owlens.hallucination.calibration import resolve_grounding
     from owlens.hallucination.check import claimed, ground
     from owlens.hallucination.vocabulary import coco_vocabulary, toy_vocabulary
     from owlens.images import load_image
 
     toy = args.vocabulary == "toy" or (args.vocabulary == "auto" and not (args.owl or args.mllm))
-    threshold, source = resolve_threshold(model, args.threshold)
+    grounding = resolve_grounding(model, args.threshold)  # as `owlens check` judges
     names = claimed(args.prompt, answer, toy_vocabulary() if toy else coco_vocabulary())
-    objects = ground(model, embedding, names, load_image(args.image).size, threshold)
-    return {"threshold": threshold.probability, "threshold_source": source,
+    objects = ground(model, embedding, names, load_image(args.image).size, grounding)
+    return {"threshold": grounding.threshold.probability, "threshold_source": grounding.source,
             "objects": [o.to_dict() for o in objects], "ungrounded": [o.name for o in objects if not o.grounded]}
