@@ -111,8 +111,12 @@ def fit_calibration(rows: list[dict], labels: list[str], *, source: dict | None 
                          f"{len(labels)} labels")
     logits = np.array([r["presence_logit"] for r in rows], dtype=np.float64)
     threshold = calibrate_threshold(logits, labels)
-    said_yes = np.array([r["parsed"] == "yes" for r in rows])
-    wrong = np.array([r["parsed"] != label for r, label in zip(rows, labels)])
+    from owlens.hallucination.answers import parse_answer
+
+    # rows `pope run` wrote carry "parsed"; other answer files only the text, read as POPE reads it
+    parsed = [r["parsed"] if "parsed" in r else parse_answer(r.get("answer", r.get("text", ""))) for r in rows]
+    said_yes = np.array([p == "yes" for p in parsed])
+    wrong = np.array([p != label for p, label in zip(parsed, labels)])
     flag, cut = None, None
     if 0 < wrong.sum() < wrong.size:
         p_yes = np.array([r["p_yes"] for r in rows], dtype=np.float64)
@@ -122,8 +126,11 @@ def fit_calibration(rows: list[dict], labels: list[str], *, source: dict | None 
             scores = np.sort(flag.scores(said_yes[right_yes], logits[right_yes], p_yes[right_yes]))
             # the smallest cut with at most CHECK_FALSE_ALARM of these scores above it
             cut = float(scores[min(len(scores) - 1, int(np.ceil(len(scores) * (1 - CHECK_FALSE_ALARM))) - 1)])
-    return Calibration(threshold, flag, weights_sha256, dict(source or {}), cut,
-                       question_template(rows[0]["question"], suffix))
+    try:
+        template = question_template(rows[0]["question"], suffix)
+    except (KeyError, ValueError):  # no question text, or not a presence question: the toy world's wording
+        template = "is there a {} ?"
+    return Calibration(threshold, flag, weights_sha256, dict(source or {}), cut, template)
 
 
 def save_calibration(calibration: Calibration, folder: str | Path) -> Path:
