@@ -12,7 +12,9 @@ def register(subparsers) -> None:
         "bias", parents=[model_options()], help="bias assessment against the injected colour bias",
         description="Perturb E of held-out red single-object scenes toward blue as OWL sees it and measure "
                     "the change of J's 1-10 answer to the biased question ('heavy', injected +4 for blue) and "
-                    "the control question ('round'), with a random perturbation of the same norms beside it.")
+                    "the control question ('round'), beside its controls: a shuffled random perturbation of the same "
+                    "norms, a random one along which OWL's concept logits stay put (orthogonal), the identity swap "
+                    "C+ = C- and a semantic null swap red -> green; each also as the bias net of that control.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-scenes", type=int, default=200)
     parser.add_argument("--method", choices=("fgsm", "pgd"), default=None,

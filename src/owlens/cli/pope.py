@@ -43,8 +43,9 @@ def register(subparsers) -> None:
     run.add_argument("--batch-size", type=int, default=16)
     run.add_argument("--max-new-tokens", type=int, default=16)
     run.add_argument("--suffix", default="", help="text appended to every question")
-    run.add_argument("--threshold", type=float, default=0.5,
-                     help="τ on p_c for the stored flag (uncalibrated; `pope score --calibrate` chooses one)")
+    run.add_argument("--threshold", type=float, default=None,
+                     help="τ on p_c for the stored flag (default: the model's calibration.json, else 0.5, said to be "
+                          "uncalibrated; `pope score --calibrate` chooses one on another split)")
     run.add_argument("--fsync", action="store_true", help="fsync every row (also survives a power cut)")
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(run=_run)
@@ -93,9 +94,12 @@ def _run(args: argparse.Namespace) -> int:
     shard = (state.process_index, state.num_processes) if state else (0, 1)
     if state:
         args.device = str(state.device)
+    from owlens.hallucination.calibration import resolve_threshold
+
     model = load_model(args)
+    threshold, _ = resolve_threshold(model, args.threshold)
     config = PopeRunConfig(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, prompt_suffix=args.suffix,
-                           threshold=args.threshold, fsync=args.fsync)
+                           threshold=threshold.probability, fsync=args.fsync)
     main_process = state is None or state.is_main_process
     result = run_pope(model, args.questions, args.images, args.out, config, shard=shard,
                       progress=not args.no_progress and main_process, log=lambda m: print(m, file=sys.stderr))
