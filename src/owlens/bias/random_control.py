@@ -56,6 +56,9 @@ class RandomPerturbation:
                       {"seed": self.seed, "matched": like.method})
 
 
+REGION = 0.5  # the toy setting's region: boxes with C− presence ≥ half the image's best
+
+
 class OrthogonalRandomPerturbation:
     """A random δ that leaves OWL's class logits for both concepts where they were: the control a swap is read
     against.
@@ -64,8 +67,8 @@ class OrthogonalRandomPerturbation:
     concepts (it lowers the toy OWL's red presence from 0.49 to 0.29): it measures "E degraded where the object
     is", not "E moved without changing a concept". Here, per image, a fixed Gaussian direction on the tokens the
     adversarial δ moves is followed in ``steps`` steps of L2 ε/steps, each projected off the span of
-    ∇_E l_{m,q} (the class logits of both concepts' queries q at the boxes m on those tokens, the ones the swap
-    loss reads) at the current point, each followed by ``corrections`` Gauss-Newton steps that put those logits
+    ∇_E l_{m,q} (the class logits of both concepts' queries q at the boxes m on those tokens where OWL sees C−,
+    the ones the localised swap loss reads) at the current point, each followed by ``corrections`` Gauss-Newton steps that put those logits
     back to their clean values. Projecting once at E is not enough at the toy setting's size (an L2 of one
     token's norm): the logits are far from linear there and OWL's red presence fell as much as with the
     shuffled control. Same tokens as the adversarial δ; L2 ≈ its L2 (the path is not quite straight: the
@@ -114,8 +117,14 @@ class OrthogonalRandomPerturbation:
         reference = (like.embedding.to(work) - embedding.to(work)).cpu()  # (B, 1+N, d)
         moved = reference.abs().amax(-1) > 0  # (B, 1+N) tokens the adversarial δ changes
         queries = query_embeds_for(self.model, (minus, plus))
+        # The boxes held still: those on moved tokens where OWL sees C− (presence ≥ REGION × the image's best),
+        # the swap loss's own region. For the paper's attack, which moves all of E, holding every box's logits
+        # would cost a backward per box and query (640 on the toy world) at every step.
+        from owlens.bias.region import owl_region
+
+        seen = owl_region(self.model, embedding, queries, len(minus.queries), REGION).cpu()  # (B, N)
         pairs = [[(int(m), q) for m in torch.nonzero(row).flatten() for q in range(len(queries))]
-                 for row in moved[:, 1:]]
+                 for row in moved[:, 1:] & seen]
         generator = torch.Generator().manual_seed(self.seed)
         directions = [torch.randn(int(t.sum()) * reference.shape[-1], generator=generator, dtype=torch.float64)
                       for t in moved]
