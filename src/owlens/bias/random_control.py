@@ -69,8 +69,8 @@ class OrthogonalRandomPerturbation:
     adversarial δ moves is followed in ``steps`` steps of L2 ε/steps, each projected off the span of
     ∇_E l_{m,q} (the class logits of both concepts' queries q at the boxes m on those tokens where OWL sees C−,
     the ones the localised swap loss reads) at the current point, each followed by ``corrections``
-    Gauss-Newton steps that put those logits back to their clean values. Projecting once at E is not enough at the toy setting's size (an L2 of one
-    token's norm): the logits are far from linear there and OWL's red presence fell as much as with the
+    Gauss-Newton steps that put those logits back to their clean values. Projecting once at E is not enough
+    at the toy setting's size (an L2 of one token's norm): the logits are far from linear there and OWL's red presence fell as much as with the
     shuffled control. Same tokens as the adversarial δ; L2 ≈ its L2 (the path is not quite straight: the
     recorded ``l2`` says by how much); L∞ differs.
     """
