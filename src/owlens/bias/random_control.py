@@ -60,19 +60,18 @@ REGION = 0.5  # the toy setting's region: boxes with C− presence ≥ half the 
 
 
 class OrthogonalRandomPerturbation:
-    """A random δ that leaves OWL's class logits for both concepts where they were: the control a swap is read
-    against.
+    """A random δ that leaves OWL's class logits for both concepts where they were: the control a swap is read against.
 
-    ``RandomPerturbation`` shuffles the adversarial δ, so part of it still moves OWL's logits for the
-    concepts (it lowers the toy OWL's red presence from 0.49 to 0.29): it measures "E degraded where the object
-    is", not "E moved without changing a concept". Here, per image, a fixed Gaussian direction on the tokens the
-    adversarial δ moves is followed in ``steps`` steps of L2 ε/steps, each projected off the span of
-    ∇_E l_{m,q} (the class logits of both concepts' queries q at the boxes m on those tokens where OWL sees C−,
-    the ones the localised swap loss reads) at the current point, each followed by ``corrections``
-    Gauss-Newton steps that put those logits back to their clean values. Projecting once at E is not enough
-    at the toy setting's size (an L2 of one token's norm): the logits are far from linear there and OWL's red presence fell as much as with the
-    shuffled control. Same tokens as the adversarial δ; L2 ≈ its L2 (the path is not quite straight: the
-    recorded ``l2`` says by how much); L∞ differs.
+    ``RandomPerturbation`` shuffles the adversarial δ, so part of it still moves OWL's logits for the concepts (it
+    lowers the toy OWL's red presence from 0.49 to 0.29): it measures "E degraded where the object is", not "E moved
+    without changing a concept". Here, per image, a fixed Gaussian direction on the tokens the adversarial δ moves
+    is followed in ``steps`` steps of L2 ε/steps, each projected off the span of ∇_E l_{m,q} (the class logits of
+    both concepts' queries q at the boxes m on those tokens where OWL sees C−, the ones the localised swap loss
+    reads) at the current point, each followed by ``corrections`` Gauss-Newton steps that put those logits back to
+    their clean values. Projecting once at E is not enough at the toy setting's size (an L2 of one token's norm):
+    the logits are far from linear there and OWL's red presence fell as much as with the shuffled control. Same
+    tokens as the adversarial δ; L2 ≈ its L2 (the path is not quite straight: the recorded ``l2`` says by how much);
+    L∞ differs.
     """
 
     method = "orthogonal"
