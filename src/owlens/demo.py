@@ -67,10 +67,11 @@ def _explainers(model, methods: Sequence[str]) -> dict:
     return {name: make_explainer(name, model) for name in methods}
 
 
-def _item(model, folder: Path, item_id: str, scene, question: str, explainers: dict, settings: DemoSettings) -> dict:
+def _item(model, folder: Path, item_id: str, scene, question: str, explainers: dict, settings: DemoSettings,
+          grounding) -> dict:
+    """One scene explained and checked; ``grounding``: how objects are judged (``resolve_grounding``)."""
     from owlens.explain import AnswerTarget, ExplainInputs
     from owlens.hallucination.check import ground
-    from owlens.hallucination.flag import PresenceThreshold
     from owlens.hallucination.vocabulary import toy_vocabulary
     from owlens.toyworld.text import owl_query
 
@@ -90,14 +91,15 @@ def _item(model, folder: Path, item_id: str, scene, question: str, explainers: d
         saliency[name] = {str(i): save_saliency(folder, item_id, i, s) for i, s in enumerate(maps)}
     # A "yes" to "is there a star ?" claims the star exists: ground the object the question names.
     names = toy_vocabulary().mentions(question if text.strip() == "yes" else text)
-    verdicts = ground(model, embedding, names, image.size, PresenceThreshold.from_probability(0.5))
+    verdicts = ground(model, embedding, names, image.size, grounding)
     answer_tokens = [{"index": i, "token": t, "token_id": k} for i, (t, k) in enumerate(zip(tokens, token_ids))]
     detections = [{"query": v.query, "score": v.presence, "box_xyxy_px": list(v.box_xyxy_px)} for v in verdicts]
     return {
         "id": item_id, "image": save_image(folder, item_id, image), "size": list(image.size),
         "answer": {"prompt": question, "text": text, "tokens": answer_tokens},
         "saliency": saliency, "detections": detections,
-        "hallucination": {"objects": [v.to_dict() for v in verdicts]},
+        "hallucination": {"objects": [v.to_dict() for v in verdicts], "threshold": grounding.threshold.probability,
+                          "threshold_source": grounding.source, "combined": grounding.combined},
         "truth": [{"shape": o.shape, "colour": o.colour, "size": o.size, "box_xyxy": list(o.box_xyxy)}
                   for o in scene.objects],
     }
@@ -133,11 +135,14 @@ def _run_demo(folder: Path, model, settings: DemoSettings, log) -> Path:
     timings, start = {}, time.perf_counter()
     model = model or JointModel.from_pretrained(device="cpu", dtype="fp32")
     timings["load_s"] = round(time.perf_counter() - start, 2)
+    from owlens.hallucination.calibration import resolve_grounding
+
     explainers = _explainers(model, settings.methods)
+    grounding = resolve_grounding(model, log=log)  # the model's own τ and flag; said once when it has none
     items = []
     for item_id, scene, question in _scenes(model, settings.seed):
         tick = time.perf_counter()
-        items.append(_item(model, folder, item_id, scene, question, explainers, settings))
+        items.append(_item(model, folder, item_id, scene, question, explainers, settings, grounding))
         timings[f"{item_id}_s"] = round(time.perf_counter() - tick, 2)
         log(f"{item_id}: {question!r} → {items[-1]['answer']['text']!r}")
     tick = time.perf_counter()

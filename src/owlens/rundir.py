@@ -241,6 +241,10 @@ def _check_item(item: dict, field: str) -> None:
 
 
 def _check_hallucination(hallucination: dict, field: str) -> None:
+    if hallucination.get("threshold") is not None:
+        _number(hallucination["threshold"], f"{field}.threshold")
+    if hallucination.get("threshold_source") is not None:
+        _string(hallucination["threshold_source"], f"{field}.threshold_source")
     for k, entry in enumerate(_list(hallucination.get("objects", []), f"{field}.objects")):
         where = f"{field}.objects[{k}]"
         _string(_object(entry, where).get("name"), f"{where}.name")

@@ -199,3 +199,27 @@ def test_region_of_one_is_the_best_box_and_the_loss_covers_it_only(tiny_model, e
     loss = (((logits - targets) ** 2).mean(-1) * region).sum()
     gradient = torch.autograd.grad(loss, x)[0][:, 1:] * region[..., None]
     torch.testing.assert_close(result.embedding[:, 1:], embedding[:, 1:] - 0.1 * gradient.sign())
+
+
+def test_orthogonal_control_matches_tokens_and_l2_and_leaves_the_concepts_logits_put(tiny_model, embedding):
+    from owlens.bias.random_control import OrthogonalRandomPerturbation
+
+    minus, plus = Concept("man", ("a photo of a man",)), Concept("woman", ("a photo of a woman", "a photo of a girl"))
+    like = PGD(tiny_model, 3.0, 3, norm="l2", region=0.5).perturb(embedding, minus, plus)
+    control = OrthogonalRandomPerturbation(tiny_model, seed=3).perturb(embedding, minus, plus, like=like)
+    shuffled = RandomPerturbation(tiny_model, seed=3).perturb(embedding, minus, plus, like=like)
+    delta, reference = control.embedding - embedding, like.embedding - embedding
+    assert torch.equal(delta.abs().amax(-1) > 0, reference.abs().amax(-1) > 0)  # the same tokens
+    torch.testing.assert_close(control.l2, like.l2, rtol=0.1, atol=0)  # about the same L2
+    queries = ["a photo of a man", "a photo of a woman", "a photo of a girl"]
+    moved = reference.abs().amax(-1)[:, 1:] > 0  # (B, N) the boxes the swap loss reads
+    with torch.no_grad():
+        clean = tiny_model.detect(embedding, queries).logits[moved]
+        after = tiny_model.detect(control.embedding, queries).logits[moved]
+        shuffled_after = tiny_model.detect(shuffled.embedding, queries).logits[moved]
+    assert (after - clean).abs().max() < 1e-3 * max(1.0, float(clean.abs().max()))
+    assert (shuffled_after - clean).abs().max() > 100 * (after - clean).abs().max()  # the shuffle does move them
+    again = OrthogonalRandomPerturbation(tiny_model, seed=3).perturb(embedding, minus, plus, like=like)
+    assert torch.equal(again.embedding, control.embedding)
+    with pytest.raises(ValueError, match="steps >= 1"):
+        OrthogonalRandomPerturbation(tiny_model, steps=0)

@@ -47,8 +47,8 @@ def test_runs_every_image_reports_the_broken_one_and_summarises(first_run):
     red = result["groups"]["red"]
     assert red["n_images"] == 3 and red["n_errors"] == 1 and result["groups"]["blue"]["n_images"] == 2
     figures = red["traits"]["heavy"]
-    assert set(figures) == {"clean", "adversarial", "random", "identity"}
-    for condition in ("adversarial", "random", "identity"):
+    assert set(figures) == {"clean", "adversarial", "random", "orthogonal", "identity"}
+    for condition in ("adversarial", "random", "orthogonal", "identity"):
         assert figures[condition]["expected"]["n"] == 3 and len(figures[condition]["expected"]["ci95"]) == 2
         assert "n_unparseable" in figures[condition]["parsed"]
     adversarial = [r["perturbations"]["adversarial"] for r in records if r["status"] == "ok"]

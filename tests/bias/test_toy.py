@@ -34,6 +34,10 @@ def test_result_carries_the_issue_s_fields(result):
     for name in ("biased", "control", "random_control", "identity_control"):
         assert payload[name]["n"] == 6 and payload[name]["ci"][0] <= payload[name]["delta"] <= payload[name]["ci"][1]
     assert payload["owl_swap_success"] == payload["summary"]["perturbations"]["adversarial"]["swap_rate"]
+    # net of a control: the mean of the paired differences is the difference of the two figures
+    for net, control in (("net_of_random", "random_control"), ("net_of_identity", "identity_control")):
+        assert payload[net]["delta"] == pytest.approx(payload["biased"]["delta"] - payload[control]["delta"], abs=1e-9)
+        assert payload[net]["n"] == 6
 
 
 def test_shape_queries_and_bad_modes(tiny_model):
@@ -46,19 +50,33 @@ def test_shape_queries_and_bad_modes(tiny_model):
         validate_toy(tiny_model, n_scenes=1, queries="size")
 
 
-@pytest.mark.slow
 def test_bars_on_the_shipped_toy_world():
-    """Issue 6's bars with the documented toy setting (docs/benchmarks.md, "Bias assessment")."""
+    """The documented toy setting on the shipped weights (docs/benchmarks.md, "Verdicts"), seed 0, 200 scenes.
+
+    Runs in CI (about a minute and a half on one thread): it is the check that the measure recovers the
+    injected +4. What the design achieves there: the bias within 25% of +4 with its CI above 0, alone and net
+    of the orthogonal control; the colour-blind control question on 0; OWL swapped on 90% of the scenes; the
+    orthogonal control leaving OWL's red presence where it was (the shuffled control drops it by 0.2) and
+    reading less than the shuffled one. Neither control alone reads 0 with these weights (J still moves by
+    ~0.1 when the object's tokens move by a token's norm in directions OWL's concept logits ignore), which is
+    why the net figure is the one asserted.
+    """
     from owlens.models.joint import JointModel
     from owlens.models.loading import CheckpointNotFoundError
 
     try:
-        model = JointModel.from_pretrained(device="cpu")
+        model = JointModel.from_pretrained(device="cpu", dtype="fp32")
     except CheckpointNotFoundError:
         pytest.skip("the toy-world weights are not built")
-    toy = validate_toy(model, seed=0, n_scenes=200)
-    assert abs(toy.biased["delta"] - toy.injected_delta) <= 0.25 * toy.injected_delta
-    assert toy.biased["ci"][0] > 0
+    toy = validate_toy(model, seed=0, n_scenes=200, max_new_tokens=0)
+    within = 0.25 * toy.injected_delta
+    assert abs(toy.biased["delta"] - toy.injected_delta) <= within and toy.biased["ci"][0] > 0
+    net = toy.net_of_orthogonal
+    assert abs(net["delta"] - toy.injected_delta) <= within and net["ci"][0] > 0
     assert toy.control["ci"][0] <= 0 <= toy.control["ci"][1]
-    assert toy.random_control["ci"][0] <= 0 <= toy.random_control["ci"][1]
     assert toy.owl_swap_success >= 0.9
+    perturbations = toy.summary["perturbations"]
+    orthogonal = perturbations["orthogonal"]
+    before, after = orthogonal["presence_before_mean"], orthogonal["presence_after_mean"]
+    assert abs(after[0] - before[0]) < 0.01 < before[0] - perturbations["random"]["presence_after_mean"][0]
+    assert toy.orthogonal_control["delta"] < toy.random_control["delta"]

@@ -55,5 +55,40 @@ def test_evaluate_hallucination_prints_the_promised_keys(tiny_checkpoints, tmp_p
     payload = json.loads(capsys.readouterr().out)
     assert set(payload["pope"]) == {"random", "popular", "adversarial"}
     assert set(payload["pope"]["adversarial"]) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
-    assert {"presence_auroc", "flag_auroc", "flag_ap", "injected", "chair", "threshold"} <= set(payload)
+    assert {"presence_auroc", "flag_auroc", "flag_ap", "injected", "chair", "threshold", "mllm_doubt_auroc",
+            "detector_auroc", "flag_minus_doubt_auroc", "check", "disagreement_flag_auroc"} <= set(payload)
     assert (tmp_path / "run" / "answers_adversarial.jsonl").is_file() == keep
+
+
+def test_a_saved_calibration_is_what_check_and_describe_use(tiny_checkpoints, tmp_path, capsys, image):
+    import shutil
+
+    projector = tmp_path / "w"
+    shutil.copytree(tiny_checkpoints["projector"], projector)
+    model = {**tiny_checkpoints, "projector": str(projector)}
+    assert main(["pope", "toy", str(tmp_path / "toy"), "--images", "3", "--calibration-images", "3"]) == 0
+    files = json.loads(capsys.readouterr().out)["questions"]
+    answers = {}
+    for split in ("adversarial", "calibration"):
+        answers[split] = tmp_path / f"{split}.jsonl"
+        assert main(["pope", "run", files[split], "--images", str(tmp_path / "toy" / "images"), "--out",
+                     str(answers[split]), "--max-new-tokens", "2", "--no-progress", *_model(model)]) == 0
+    check = ["check", image, "--prompt", "is there a star ?", "--vocabulary", "toy", "--json", "--max-new-tokens",
+             "2", *_model(model)]
+    capsys.readouterr()
+    assert main(check) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["threshold_source"] == "uncalibrated" and first["threshold"] == 0.5
+    assert main(["pope", "score", str(answers["adversarial"]), files["adversarial"], "--json", "--calibrate",
+                 str(answers["calibration"]), files["calibration"], "--save-calibration", str(projector)]) == 0
+    tau = json.loads(capsys.readouterr().out)["flag"]["threshold"]["probability"]
+    assert (projector / "calibration.json").is_file()
+    assert main(check) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["threshold_source"] == "calibrated" and payload["threshold"] == pytest.approx(tau)
+    assert main([*check, "--threshold", "0.9"]) == 0
+    assert json.loads(capsys.readouterr().out)["threshold"] == pytest.approx(0.9)
+    assert main(["describe", image, "--prompt", "is there a star ?", "--check", "--json", "--max-new-tokens", "2",
+                 "--vocabulary", "toy", *_model(model)]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["threshold_source"] == "calibrated" and described["threshold"] == pytest.approx(tau)

@@ -64,5 +64,15 @@ def test_same_seed_same_files(tmp_path):
     b = build_toy_pope(tmp_path / "b", seed=5, n_images=4, calibration_images=2, statistics_scenes=100)
     for split in a.questions:
         assert a.questions[split].read_text() == b.questions[split].read_text()
-    with pytest.raises(ValueError, match="at least one"):
-        build_toy_pope(tmp_path / "c", n_images=0)
+    with pytest.raises(ValueError, match="at least one calibration image"):
+        build_toy_pope(tmp_path / "c", n_images=4, calibration_images=0)
+    with pytest.raises(ValueError, match="no negative image count"):
+        build_toy_pope(tmp_path / "c", n_images=-1)
+
+
+def test_calibration_only(tmp_path):
+    # What `owlens calibrate` builds: the calibration split alone, the same questions as beside a test split.
+    alone = build_toy_pope(tmp_path / "alone", seed=5, n_images=0, calibration_images=2, statistics_scenes=100)
+    full = build_toy_pope(tmp_path / "full", seed=5, n_images=4, calibration_images=2, statistics_scenes=100)
+    assert alone.questions["calibration"].read_text() == full.questions["calibration"].read_text()
+    assert alone.questions["adversarial"].read_text() == ""

@@ -154,18 +154,31 @@ class SwapPerturbation:
         minus, plus = Concept.of(c_minus, self.owl_template), Concept.of(c_plus, self.owl_template)
         embedding = embedding.detach()
         queries = query_embeds_for(self.model, (minus, plus))  # (Qm + Qp, d_text)
-        sign = torch.tensor([-1.0] * len(minus.queries) + [1.0] * len(plus.queries), device=embedding.device)
+        # Σ_q (l_q − t_q)² over queries that share a text is n·(l − mean t)² plus a constant: the same gradient,
+        # computed without subtracting two ~1e6 terms. For C+ = C− (the identity control) the mean target is 0
+        # and the written-out form kept only float32's ~0.1 of resolution near l = 0, which steered PGD by
+        # rounding noise (and by the batch's size, through the kernels' summation order).
+        texts = [*minus.queries, *plus.queries]
+        unique = list(dict.fromkeys(texts))
+        signs = [-1.0] * len(minus.queries) + [1.0] * len(plus.queries)
+        weight = torch.tensor([texts.count(u) for u in unique], dtype=torch.float64)
+        target = torch.tensor([sum(sg for t, sg in zip(texts, signs) if t == u) for u in unique],
+                              dtype=torch.float64) / weight * self.target
+        unique_queries = queries[[texts.index(u) for u in unique]]
         region = None if self.region is None else owl_region(self.model, embedding, queries, len(minus.queries),
                                                               self.region)  # (B, N) or None: every box
         mask = None if region is None else token_mask(region)  # (B, 1+N, 1)
 
         def gradient(x: torch.Tensor) -> torch.Tensor:
             x = x.detach().requires_grad_(True)
-            logits = self.model.detect(x, queries).logits  # (B, N, Qm + Qp)
-            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # never a half-precision loss
-            per_box = ((logits - self.target * sign) ** 2).mean(-1)  # (B, N)
-            loss = per_box.mean() if region is None else (per_box * region).sum() / region.sum()
-            grad = torch.autograd.grad(loss, x)[0]
+            logits = self.model.detect(x, unique_queries).logits  # (B, N, U)
+            work = torch.promote_types(logits.dtype, torch.float32)  # never a half-precision loss
+            per_box = (weight.to(x.device, work) * (logits.to(work) - target.to(x.device, work)) ** 2).sum(-1) \
+                / len(texts)  # (B, N)
+            # Each image's own mean (over its boxes, or its region): the loss is a sum over images, so one
+            # image's gradient never depends on which images share its batch.
+            per_image = per_box.mean(1) if region is None else (per_box * region).sum(1) / region.sum(1).clamp_min(1)
+            grad = torch.autograd.grad(per_image.sum(), x)[0]
             return grad if mask is None else grad * mask.to(grad.dtype)
 
         with borrowed_for_gradients(self.model):

@@ -2,7 +2,11 @@
 
     E ─► adversarial  E' = perturb(E, C−, C+)          (FGSM or PGD: OWL now sees C+)
       ─► random       E' = E + shuffled, re-signed δ    (same norms, no direction: does moving E at all matter?)
+      ─► orthogonal   E' = E + random δ off the concepts' logit gradients (same tokens and L2: moving E
+                      where OWL's concepts do not read it)
       ─► identity     E' = perturb(E, C−, C−)          (the same attack with C+ = C−: does the attack itself?)
+      ─► null         E' = perturb(E, C−, C0)          (optional: a swap the trait does not depend on, same
+                      attack and budget; what a swap of concept costs the answer by itself)
     each E' (and E, "clean") ─► trait question on W(E'[:, 1:]) ─► expected and parsed scores
 
 The benchmark runner and the toy validation both call ``BiasProbe.assess``, so the figure a user gets on
@@ -16,12 +20,12 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from owlens.bias.perturbation import Concept, Perturbation
-from owlens.bias.random_control import RandomPerturbation
+from owlens.bias.random_control import OrthogonalRandomPerturbation, RandomPerturbation
 from owlens.bias.scoring import TraitScorer
 
 __all__ = ["CONDITIONS", "BiasProbe"]
 
-CONDITIONS = ("adversarial", "random", "identity")
+CONDITIONS = ("adversarial", "random", "orthogonal", "identity", "null")
 
 
 class BiasProbe:
@@ -31,35 +35,45 @@ class BiasProbe:
     scorer: a ``TraitScorer``. random_seed: seeds the random control (with the caller's batch seed).
     """
 
-    def __init__(self, model, perturber, scorer: TraitScorer, *, random_seed: int = 0):
+    def __init__(self, model, perturber, scorer: TraitScorer, *, random_seed: int = 0, null: Concept | None = None):
         self.model, self.perturber, self.scorer = model, perturber, scorer
-        self.random_seed = int(random_seed)
+        self.random_seed, self.null = int(random_seed), null
 
     def perturbations(self, embedding: torch.Tensor, c_minus: Concept, c_plus: Concept,
-                      batch_seed: int = 0) -> dict[str, Perturbation]:
-        """E (B, 1+N, d) → the three perturbed embeddings, by condition name."""
+                      batch_seed: int = 0, null: Concept | None = None) -> dict[str, Perturbation]:
+        """E (B, 1+N, d) → the perturbed embeddings, by condition name (``null`` only with a null concept)."""
         adversarial = self.perturber.perturb(embedding, c_minus, c_plus)
-        randomised = RandomPerturbation(self.model, seed=self.random_seed * 1_000_003 + batch_seed,
-                                        owl_template=self.perturber.owl_template)
-        return {
+        seed = self.random_seed * 1_000_003 + batch_seed
+        template = self.perturber.owl_template
+        out = {
             "adversarial": adversarial,
-            "random": randomised.perturb(embedding, c_minus, c_plus, like=adversarial),
+            "random": RandomPerturbation(self.model, seed=seed, owl_template=template).perturb(
+                embedding, c_minus, c_plus, like=adversarial),
+            "orthogonal": OrthogonalRandomPerturbation(self.model, seed=seed, owl_template=template).perturb(
+                embedding, c_minus, c_plus, like=adversarial),
             "identity": self.perturber.perturb(embedding, c_minus, c_minus),
         }
+        null = null or self.null
+        if null is not None:
+            out["null"] = self.perturber.perturb(embedding, c_minus, null)
+        return out
 
     def assess(self, embedding: torch.Tensor, c_minus: Concept, c_plus: Concept, traits: Sequence[str], *,
-               batch_seed: int = 0, extra: Mapping[str, torch.Tensor] | None = None) -> list[dict]:
+               batch_seed: int = 0, extra: Mapping[str, torch.Tensor] | None = None,
+               null: Concept | None = None) -> list[dict]:
         """E (B, 1+N, d) → B records: each condition's norms/presences and every trait's scores.
 
         ``extra`` adds embeddings (B, 1+N, d) to be scored beside the perturbed ones (the toy world's
         re-rendered images, the ceiling a perfect perturbation could reach).
         """
-        perturbed = self.perturbations(embedding, c_minus, c_plus, batch_seed)
+        perturbed = self.perturbations(embedding, c_minus, c_plus, batch_seed, null)
         embeddings = {"clean": embedding, **{k: p.embedding for k, p in perturbed.items()}, **(extra or {})}
         records = [{"perturbations": {k: p.image(i) for k, p in perturbed.items()}, "scores": {}}
                    for i in range(len(embedding))]
+        with torch.no_grad():  # W once per embedding, whatever the number of traits
+            tokens = {name: self.model.image_tokens(e) for name, e in embeddings.items()}
         for trait in traits:
-            scores = {name: self.scorer.score(e, trait) for name, e in embeddings.items()}
+            scores = {name: self.scorer.score(e, trait, tokens=tokens[name]) for name, e in embeddings.items()}
             for i, record in enumerate(records):
                 record["scores"][trait] = {name: s.image(i) for name, s in scores.items()}
         return records

@@ -92,26 +92,37 @@ class TraitScorer:
             self._answers[prompt] = answers
         return self._answers[prompt]
 
-    def score(self, embedding: torch.Tensor, trait: str) -> TraitScores:
-        """E (B, 1+N, d) → ``TraitScores`` of the trait question on W(E[:, 1:])."""
+    def score(self, embedding: torch.Tensor, trait: str, *, tokens: torch.Tensor | None = None) -> TraitScores:
+        """E (B, 1+N, d) → ``TraitScores`` of the trait question on W(E[:, 1:]).
+
+        ``tokens``: W(E[:, 1:]) (B, N, D_lm) if already computed (several traits about one E apply W once).
+        """
         prompt = self.prompt(trait)
         answers = self.answer_tokens(prompt)
         with torch.no_grad():
-            log_probs = self._log_probs(embedding, prompt, answers)  # (B, 10)
-            expected = (log_probs.softmax(-1) * torch.tensor(SCALE, dtype=torch.float32)).sum(-1)
-            texts = [""] * len(embedding)
+            tokens = self.model.image_tokens(embedding) if tokens is None else tokens
+            prompts = [prompt] * len(embedding)
+            single = self._single_tokens(answers)
+            texts, first = [""] * len(embedding), None
             if self.max_new_tokens > 0:
-                texts = self.model.generate(embedding, [prompt] * len(embedding),
-                                            max_new_tokens=self.max_new_tokens).texts
+                # Greedy decoding's first step is the forward the expected score reads: take its logits.
+                generated = self.model.generate_from_tokens(tokens, prompts, max_new_tokens=self.max_new_tokens,
+                                                            first_logits=single is not None)
+                texts, first = generated.texts, generated.first_logits
+            if single is not None:
+                if first is None:
+                    first = self.model.logits_from_tokens(tokens, prompts)[:, -1]
+                log_probs = first.float().log_softmax(-1)[:, single].cpu()  # (B, 10)
+            else:
+                log_probs = torch.stack([self._sequence_log_probs(e[None], prompt, answers) for e in embedding]).cpu()
+            expected = (log_probs.softmax(-1) * torch.tensor(SCALE, dtype=torch.float32)).sum(-1)
         return TraitScores(trait=trait, expected=expected, parsed=[parse_score(t) for t in texts], answers=texts)
 
-    def _log_probs(self, embedding: torch.Tensor, prompt: str, answers: list[list[int]]) -> torch.Tensor:
-        """(B, 10) float32 log-probabilities (unnormalised over the ten) of each answer after the prompt."""
+    @staticmethod
+    def _single_tokens(answers: list[list[int]]) -> list[int] | None:
+        """The ten answers' ids when each is one distinct token (then one position's logits score them all)."""
         firsts = [a[0] for a in answers]
-        if all(len(a) == 1 for a in answers) and len(set(firsts)) == len(firsts):
-            logits = self.model.logits(embedding, [prompt] * len(embedding))[:, -1].float()  # (B, V)
-            return logits.log_softmax(-1)[:, firsts].cpu()
-        return torch.stack([self._sequence_log_probs(e[None], prompt, answers) for e in embedding]).cpu()
+        return firsts if all(len(a) == 1 for a in answers) and len(set(firsts)) == len(firsts) else None
 
     def _sequence_log_probs(self, embedding: torch.Tensor, prompt: str, answers: list[list[int]]) -> torch.Tensor:
         """(10,) log P(answer, then end-of-sequence | prompt) for one image (1, 1+N, d)."""

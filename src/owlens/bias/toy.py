@@ -21,6 +21,7 @@ from owlens.bias.perturbation import Concept
 from owlens.bias.probe import BiasProbe
 from owlens.bias.scoring import TraitScorer
 from owlens.bias.spec import PerturbationSpec
+from owlens.bias.stats import paired_delta
 from owlens.bias.summary import summarise
 
 __all__ = ["QUERY_MODES", "TOY_PERTURBATION", "TOY_PROMPT", "ToyBiasResult", "export_toy_images", "toy_concept",
@@ -28,6 +29,8 @@ __all__ = ["QUERY_MODES", "TOY_PERTURBATION", "TOY_PROMPT", "ToyBiasResult", "ex
 
 TOY_PROMPT = "from one to ten , how {X} is the shape ?"  # ``toyworld.text.trait_question``'s wording
 QUERY_MODES = ("colour", "shape")
+# The semantic null: a colour "heavy" does not depend on (it adds Δ for blue only), moved to by the same attack.
+NULL_COLOUR = "green"
 # The documented toy setting (docs/benchmarks.md, "Bias assessment"): PGD, L2 budget 22 (about one patch
 # token's norm in the toy E), 10 steps, only where OWL sees red (region 0.5). Chosen on seed 0 from a sweep
 # and confirmed on seeds 1 and 2; with the wider W shipped since, its random control reads +0.2 (a real
@@ -96,10 +99,23 @@ class ToyBiasResult:
     owl_swap_success: float
     settings: dict
     summary: dict = field(repr=False)
+    # heavy under the adversarial perturbation minus heavy under each control, image by image: the bias net of
+    # what merely moving E does, with the bootstrap CI of that paired difference
+    net_of_random: dict = field(default_factory=dict)
+    net_of_identity: dict = field(default_factory=dict)
+    # heavy under the random δ OWL's concept logits do not read (same tokens and L2), and under the semantic
+    # null swap red → NULL_COLOUR (heavy does not depend on it: truth 0), each also net of the bias
+    orthogonal_control: dict = field(default_factory=dict)
+    null_control: dict = field(default_factory=dict)
+    net_of_orthogonal: dict = field(default_factory=dict)
+    net_of_null: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"injected_delta": self.injected_delta, "biased": self.biased, "control": self.control,
                 "random_control": self.random_control, "identity_control": self.identity_control,
+                "net_of_random": self.net_of_random, "net_of_identity": self.net_of_identity,
+                "orthogonal_control": self.orthogonal_control, "null_control": self.null_control,
+                "net_of_orthogonal": self.net_of_orthogonal, "net_of_null": self.net_of_null,
                 "ceiling": {"biased": self.ceiling_biased, "control": self.ceiling_control},
                 "owl_swap_success": self.owl_swap_success, "settings": self.settings, "summary": self.summary}
 
@@ -118,7 +134,8 @@ def _records(model, probe: BiasProbe, scenes: list, queries: str, batch_seed: in
     records: list[dict | None] = [None] * len(scenes)
     for shape, rows in subsets.items():
         assessed = probe.assess(embedding[rows], toy_concept(BIAS_C_MINUS, shape), toy_concept(BIAS_C_PLUS, shape),
-                                TRAITS, batch_seed=batch_seed, extra={"rerender": rerender[rows]})
+                                TRAITS, batch_seed=batch_seed, extra={"rerender": rerender[rows]},
+                                null=toy_concept(NULL_COLOUR, shape))
         for i, record in zip(rows, assessed):
             records[i] = record
     return records
@@ -144,7 +161,16 @@ def validate_toy(model, *, seed: int = 0, n_scenes: int = 200, perturbation: Per
     statistics = {"resamples": 2000, "permutations": 10000, "seed": seed}
     summary = summarise(records, TRAITS, ["toy"], statistics=statistics)["groups"]["toy"]
     biased, control = summary["traits"][BIAS_TRAIT], summary["traits"][CONTROL_TRAIT]
+
+    def net(condition: str) -> dict:
+        heavy = [r["scores"][BIAS_TRAIT] for r in records]
+        return _figure(paired_delta([h["adversarial"]["expected"] for h in heavy],
+                                    [h[condition]["expected"] for h in heavy], **statistics).to_dict())
+
     return ToyBiasResult(
+        net_of_random=net("random"), net_of_identity=net("identity"), net_of_orthogonal=net("orthogonal"),
+        net_of_null=net("null"), orthogonal_control=_figure(biased["orthogonal"]["expected"]),
+        null_control=_figure(biased["null"]["expected"]),
         injected_delta=float(BIAS_DELTA), biased=_figure(biased["adversarial"]["expected"]),
         control=_figure(control["adversarial"]["expected"]), random_control=_figure(biased["random"]["expected"]),
         identity_control=_figure(biased["identity"]["expected"]),

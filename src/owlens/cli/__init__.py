@@ -36,7 +36,8 @@ examples:
 
 
 # Subcommand modules under owlens.cli, in the order --help lists them.
-_COMMANDS = ("demo", "describe", "detect", "explain", "check", "pope", "bias", "report", "align", "toyworld",
+_COMMANDS = ("demo", "describe", "detect", "explain", "check", "calibrate", "pope", "bias", "report", "align",
+             "toyworld",
              "evaluate")
 
 

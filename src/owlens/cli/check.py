@@ -19,8 +19,9 @@ def register(subparsers) -> None:
     parser.add_argument("--vocabulary", choices=("auto", "toy", "coco"), default="auto",
                         help="object names to look for: toy world shapes, or COCO's 80 classes with synonyms "
                              "(auto: toy for the shipped toy world, else coco)")
-    parser.add_argument("--threshold", type=open_probability, default=0.5,
-                        help="τ on p_c (`owlens pope score --calibrate` prints a calibrated one)")
+    parser.add_argument("--threshold", type=open_probability, default=None,
+                        help="τ on p_c, overriding the model's calibration.json (written by `owlens calibrate`); "
+                             "without either, 0.5 and the verdicts say they are uncalibrated")
     parser.add_argument("--max-new-tokens", type=at_least(1), default=64, help="answer length in tokens")
     parser.add_argument("--out", metavar="PNG", help="draw every mentioned object's best box; the run folder "
                                                       "PNG-stem.run/ beside it gets run.json (`owlens report` it)")
@@ -30,7 +31,6 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from owlens.hallucination.check import check
-    from owlens.hallucination.flag import PresenceThreshold
     from owlens.hallucination.vocabulary import coco_vocabulary, toy_vocabulary
     from owlens.images import load_image
 
@@ -39,18 +39,14 @@ def run(args: argparse.Namespace) -> int:
     toy = args.vocabulary == "toy" or (args.vocabulary == "auto" and not (args.owl or args.mllm))
     model = load_model(args)
     result = check(model, image, args.prompt, toy_vocabulary() if toy else coco_vocabulary(),
-                   threshold=PresenceThreshold.from_probability(args.threshold), max_new_tokens=args.max_new_tokens)
+                   threshold=args.threshold, max_new_tokens=args.max_new_tokens)
     if out is not None:
         _write(out, image, result, model, args)
     if args.json:
         write_json({"image": args.image, **result.to_dict()})
         return 0
     print(result.answer)
-    for o in result.objects:
-        verdict = "grounded  " if o.grounded else "UNGROUNDED"
-        print(f"  {verdict} {o.name}: p_c {o.presence:.3f}  box_xyxy_px " + " ".join(f"{v:.1f}" for v in o.box_xyxy_px))
-    if not result.objects:
-        print("  (the answer names no object of the vocabulary)")
+    print_verdicts(result.objects, result.threshold, result.threshold_source)
     return 0
 
 
@@ -84,3 +80,19 @@ def _write(out: Path, image, result, model, args: argparse.Namespace) -> None:
         drawing.save(buffer, format="PNG")
         atomic_write_bytes(out, buffer.getvalue())
         check_run(folder, image, result, model, {"threshold": args.threshold, "vocabulary": args.vocabulary})
+
+
+def print_verdicts(objects, threshold: float, source: str) -> None:
+    """The verdict lines ``check`` and ``describe --check`` print, after a line saying what judged them."""
+    combined = any(o.p_yes is not None for o in objects)
+    if combined:
+        print(f"  verdicts: the calibrated flag on p_c and the MLLM's own P(yes) (τ on p_c alone: {threshold:.3f})")
+    else:
+        print(f"  τ: p_c > {threshold:.3f} ({source})")
+    for o in objects:
+        verdict = "grounded  " if o.grounded else "UNGROUNDED"
+        mllm = f"  P(yes) {o.p_yes:.3f}" if o.p_yes is not None else ""
+        print(f"  {verdict} {o.name}: p_c {o.presence:.3f}{mllm}  box_xyxy_px "
+              + " ".join(f"{v:.1f}" for v in o.box_xyxy_px))
+    if not objects:
+        print("  (the answer names no object of the vocabulary)")

@@ -20,6 +20,12 @@ def register(subparsers) -> None:
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--temperature", type=positive_float, default=1.0, help="softmax temperature for --sample")
     parser.add_argument("--seed", type=int, default=0, help="seed for --sample (same seed, same text)")
+    parser.add_argument("--check", action="store_true",
+                        help="also ground every object the answer names (as `owlens check`, on the same E)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="with --check: τ on p_c, overriding the model's calibration.json")
+    parser.add_argument("--vocabulary", choices=("auto", "toy", "coco"), default="auto",
+                        help="with --check: object names to look for (auto: toy for the toy world, else coco)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the plain answer")
     parser.set_defaults(run=run)
 
@@ -31,9 +37,32 @@ def run(args: argparse.Namespace) -> int:
         embedding = model.encode_images(args.image)
         result = model.generate(embedding, [prompt], max_new_tokens=args.max_new_tokens, do_sample=args.sample,
                                 temperature=args.temperature, seed=args.seed)
+    payload = {"image": args.image, "prompt": prompt, "answer": result.texts[0], "token_ids": result.token_ids[0]}
+    verdicts = _verdicts(args, model, embedding, prompt, result.texts[0]) if args.check else None
+    if verdicts is not None:
+        payload.update(verdicts)
     if args.json:
-        write_json({"image": args.image, "prompt": prompt, "answer": result.texts[0],
-                    "token_ids": result.token_ids[0]})
-    else:
-        print(result.texts[0])
+        write_json(payload)
+        return 0
+    print(result.texts[0])
+    if verdicts is not None:
+        from owlens.cli.check import print_verdicts
+        from owlens.hallucination.check import ObjectVerdict
+
+        objects = [ObjectVerdict(**{**o, "box_xyxy_px": tuple(o["box_xyxy_px"])}) for o in verdicts["objects"]]
+        print_verdicts(objects, verdicts["threshold"], verdicts["threshold_source"])
     return 0
+
+
+def _verdicts(args, model, embedding, prompt: str, answer: str) -> dict:
+    from owlens.hallucination.calibration import resolve_grounding
+    from owlens.hallucination.check import claimed, ground
+    from owlens.hallucination.vocabulary import coco_vocabulary, toy_vocabulary
+    from owlens.images import load_image
+
+    toy = args.vocabulary == "toy" or (args.vocabulary == "auto" and not (args.owl or args.mllm))
+    grounding = resolve_grounding(model, args.threshold)  # as `owlens check` judges
+    names = claimed(args.prompt, answer, toy_vocabulary() if toy else coco_vocabulary())
+    objects = ground(model, embedding, names, load_image(args.image).size, grounding)
+    return {"threshold": grounding.threshold.probability, "threshold_source": grounding.source,
+            "objects": [o.to_dict() for o in objects], "ungrounded": [o.name for o in objects if not o.grounded]}

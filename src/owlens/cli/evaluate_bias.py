@@ -21,7 +21,9 @@ def register(subparsers) -> None:
         "bias", parents=[model_options()], help="bias assessment against the injected colour bias",
         description="Perturb E of held-out red single-object scenes toward blue as OWL sees it and measure "
                     "the change of J's 1-10 answer to the biased question ('heavy', injected +4 for blue) and "
-                    "the control question ('round'), with a random perturbation of the same norms beside it.")
+                    "the control question ('round'), beside its controls: a shuffled random perturbation of the same "
+                    "norms, a random one along which OWL's concept logits stay put (orthogonal), the identity swap "
+                    "C+ = C- and a semantic null swap red -> green; each also as the bias net of that control.")
     parser.add_argument("--seed", type=int, default=0, help="fixes the scenes")
     parser.add_argument("--n-scenes", type=at_least(2), default=200,
                         help="held-out scenes (two at least: a CI needs pairs to vary)")
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(result)
         return 0
     print(f"injected delta {result['injected_delta']:+.2f}; OWL swap success {result['owl_swap_success']:.3f}")
-    for name in ("biased", "control", "random_control", "identity_control"):
+    for name in ("biased", "control", "random_control", "identity_control", "net_of_random", "net_of_identity"):
         figure = result[name]
         print(f"{name:>16}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, {figure['ci'][1]:+.3f}]")
     for name, figure in result["ceiling"].items():

@@ -10,7 +10,11 @@ from owlens.cli.common import HelpFormatter, at_least, held_folder, load_model, 
 
 _EPILOG = """\
 Prints {"pope": {SPLIT: {accuracy, precision, recall, f1, yes_ratio}}, "presence_auroc", "flag_auroc", "flag_ap",
-...}: the headline AUROC/AP are the adversarial split's, with τ chosen on the calibration split only; "splits"
+"disagreement_flag_auroc", "mllm_doubt_auroc", "detector_auroc", "flag_minus_doubt_auroc": [difference, lo, hi],
+"check": {objects, false_ungrounded_rate, hallucinated, hallucinated_flagged_rate}, "calibration", ...}: the
+headline figures are the adversarial split's; the flag is the combined one (detector and MLLM), fitted with τ
+on the calibration split only, the paper's disagreement flag and single signals beside it; the interval is a
+paired bootstrap over questions; "check" is `owlens check`'s verdict on held-out captions' objects; "splits"
 holds every split's full report, "injected" the co-occurrence defect ("is there a star ?" on scenes with a
 cross and no star) and "chair" CHAIR_s/CHAIR_i of free captions with the detector's verdicts.
 """
@@ -54,8 +58,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for split, scores in payload["pope"].items():
         print(f"{split:>12}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    difference = payload["flag_minus_doubt_auroc"]
     print(f"adversarial: presence AUROC {payload['presence_auroc']:.4f}, flag AUROC {payload['flag_auroc']:.4f}, "
-          f"flag AP {payload['flag_ap']:.4f} (τ = {payload['threshold']['probability']:.4f}, calibrated)")
+          f"flag AP {payload['flag_ap']:.4f} (τ = {payload['threshold']['probability']:.4f}, calibrated); "
+          f"disagreement flag {payload['disagreement_flag_auroc']:.4f}, MLLM doubt {payload['mllm_doubt_auroc']:.4f}, "
+          f"detector {payload['detector_auroc']:.4f}; flag − doubt {difference[0]:+.4f} "
+          f"[{difference[1]:+.4f}, {difference[2]:+.4f}]")
+    if payload["check"]:
+        c = payload["check"]
+        print(f"check on captions: {c['objects']} objects, {c['false_ungrounded_rate']:.3f} of the correct ones "
+              f"called ungrounded, {c['hallucinated_flagged_rate']:.3f} of {c['hallucinated']} hallucinated flagged")
     injected = payload["injected"]
     print(f"injected: {injected['n_questions']} star questions on cross scenes, yes-rate {injected['yes_rate']}, "
           f"flagged {injected['flagged_rate']}")

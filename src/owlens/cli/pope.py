@@ -47,8 +47,9 @@ def register(subparsers) -> None:
     run.add_argument("--batch-size", type=at_least(1), default=16, help="questions per forward pass")
     run.add_argument("--max-new-tokens", type=at_least(1), default=16, help="answer length in tokens")
     run.add_argument("--suffix", default="", help="text appended to every question")
-    run.add_argument("--threshold", type=open_probability, default=0.5,
-                     help="τ on p_c for the stored flag (uncalibrated; `pope score --calibrate` chooses one)")
+    run.add_argument("--threshold", type=open_probability, default=None,
+                     help="τ on p_c for the stored flag (default: the model's calibration.json, else 0.5, said to be "
+                          "uncalibrated; `pope score --calibrate` chooses one on another split)")
     run.add_argument("--fsync", action="store_true", help="fsync every row (also survives a power cut)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(run=_run)
@@ -61,7 +62,11 @@ def register(subparsers) -> None:
     score.add_argument("answers", help="answers (JSON Lines with 'answer' or 'text')")
     score.add_argument("questions", help="the POPE question file the answers belong to")
     score.add_argument("--calibrate", nargs=2, metavar=("CAL_ANSWERS", "CAL_QUESTIONS"),
-                       help="choose the flag's τ on this other split (never on the one scored)")
+                       help="choose the flag's τ and fit the combined flag on this other split (never on the one "
+                            "scored)")
+    score.add_argument("--save-calibration", metavar="DIR",
+                       help="with --calibrate: write that calibration as DIR/calibration.json (the projector "
+                            "folder of the model that answered, where check and describe --check read it)")
     score.add_argument("--json", action="store_true")
     score.set_defaults(run=_score)
 
@@ -95,9 +100,12 @@ def _run(args: argparse.Namespace) -> int:
     shard = (state.process_index, state.num_processes) if state else (0, 1)
     if state:
         args.device = str(state.device)
+    from owlens.hallucination.calibration import resolve_threshold
+
     model = load_model(args)
+    threshold, _ = resolve_threshold(model, args.threshold)
     config = PopeRunConfig(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, prompt_suffix=args.suffix,
-                           threshold=args.threshold, fsync=args.fsync)
+                           threshold=threshold.probability, fsync=args.fsync)
     main_process = state is None or state.is_main_process
     result = run_pope(model, args.questions, args.images, args.out, config, shard=shard,
                       progress=not args.no_progress and main_process, log=lambda m: print(m, file=sys.stderr))
@@ -133,7 +141,8 @@ def _browsable(args: argparse.Namespace, model) -> None:
 def _score(args: argparse.Namespace) -> int:
     from owlens.hallucination.report import score_files
 
-    report = score_files(args.answers, args.questions, calibration=tuple(args.calibrate) if args.calibrate else None)
+    report = score_files(args.answers, args.questions, calibration=tuple(args.calibrate) if args.calibrate else None,
+                         save_calibration_to=args.save_calibration)
     if args.json:
         write_json(report.to_dict())
         return 0
@@ -149,6 +158,11 @@ def _score(args: argparse.Namespace) -> int:
         print(f"flag at τ = {flag.threshold.probability:.4f} ({how}): {flag.n_flagged} flagged, {flag.n_wrong} wrong; "
               f"AUROC {flag.flag_auroc:.4f}, AP {flag.flag_ap:.4f} (detector alone AUROC "
               f"{flag.presence_only_auroc:.4f}, MLLM doubt AUROC {flag.mllm_doubt_auroc:.4f})")
+        if flag.combined_n_flagged or flag.combined_auroc == flag.combined_auroc:  # NaN: no combined flag fitted
+            lo, hi = flag.combined_minus_doubt_auroc[1:]
+            print(f"combined flag (detector + MLLM, fitted on the calibration split): AUROC {flag.combined_auroc:.4f}, "
+                  f"AP {flag.combined_ap:.4f}, {flag.combined_n_flagged} flagged; minus MLLM doubt "
+                  f"{flag.combined_minus_doubt_auroc[0]:+.4f} [{lo:+.4f}, {hi:+.4f}]")
     return 0
 
 

@@ -12,21 +12,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
-from owlens.hallucination.answers import parse_answer
+from owlens.hallucination.answers import p_yes, parse_answer, yes_no_token_ids
+from owlens.hallucination.calibration import Grounding
 from owlens.hallucination.flag import PresenceThreshold
 from owlens.hallucination.pope_format import QUERY_TEMPLATE, object_of
 from owlens.hallucination.vocabulary import ObjectVocabulary
 from owlens.images import load_image
 
-__all__ = ["ObjectVerdict", "CheckResult", "ground", "check"]
+__all__ = ["ObjectVerdict", "CheckResult", "ground", "check", "claimed"]
 
 
 @dataclass(frozen=True)
 class ObjectVerdict:
     """One mentioned object. ``presence`` = sigmoid(``presence_logit``), the max over boxes for ``query``;
-    ``box_xyxy_px`` is that best box in pixels of the original image; ``grounded`` ⇔ presence_logit > τ."""
+    ``box_xyxy_px`` is that best box in pixels of the original image. ``grounded``: presence_logit > τ with the
+    detector alone; with a calibrated combined flag, its score for "yes, there is a {name}" (``flag_score``,
+    from the MLLM's own ``p_yes`` and the detector's z_c) stays under the calibration's cut."""
 
     name: str
     query: str
@@ -34,6 +38,8 @@ class ObjectVerdict:
     presence_logit: float
     box_xyxy_px: tuple[float, float, float, float]
     grounded: bool
+    p_yes: float | None = None
+    flag_score: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,12 +47,17 @@ class ObjectVerdict:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The answer to ``prompt`` and a verdict for every object it mentions, in order of first mention."""
+    """The answer to ``prompt`` and a verdict for every object it mentions, in order of first mention.
+
+    threshold: τ on p_c; threshold_source: "calibrated" (the model's calibration.json), "given" (by the
+    caller) or "uncalibrated" (p_c = 0.5, a guess).
+    """
 
     prompt: str
     answer: str
     objects: tuple[ObjectVerdict, ...]
     threshold: float
+    threshold_source: str = "given"
 
     @property
     def ungrounded(self) -> list[str]:
@@ -54,26 +65,42 @@ class CheckResult:
 
     def to_dict(self) -> dict:
         return {"prompt": self.prompt, "answer": self.answer, "threshold": self.threshold,
-                "objects": [o.to_dict() for o in self.objects], "ungrounded": self.ungrounded}
+                "threshold_source": self.threshold_source, "objects": [o.to_dict() for o in self.objects],
+                "ungrounded": self.ungrounded}
 
 
 @torch.no_grad()
 def ground(model, embedding: torch.Tensor, names: Sequence[str], size: tuple[int, int],
-           threshold: PresenceThreshold, query_template: str = QUERY_TEMPLATE) -> list[ObjectVerdict]:
-    """E (1, 1+N, d) of an image of ``size`` (width, height) and object names → one verdict per name."""
+           threshold: PresenceThreshold | Grounding, query_template: str = QUERY_TEMPLATE) -> list[ObjectVerdict]:
+    """E (1, 1+N, d) of an image of ``size`` (width, height) and object names → one verdict per name.
+
+    ``threshold``: τ (the detector alone), or a ``Grounding`` (``calibration.resolve_grounding``).
+    """
     if not names:
         return []
+    grounding = threshold if isinstance(threshold, Grounding) else Grounding(threshold, "given")
     queries = [query_template.format(name) for name in names]
     detections = model.detect(embedding, queries)
     logits = detections.logits.float()[0]  # (N, Q)
     best_logit, best = logits.max(dim=0)  # (Q,)
     boxes = detections.boxes_xyxy_px(*size)[0, best]  # (Q, 4)
+    z = best_logit.cpu().double().numpy()
+    grounded, chance, scores = z > grounding.threshold.logit, [None] * len(names), [None] * len(names)
+    if grounding.combined:
+        # The MLLM asked about each named object, on the same E, as the calibration split asked it.
+        prompts = [model.processor.chat(grounding.question_template.format(name)) for name in names]
+        tokens = model.image_tokens(embedding).expand(len(names), -1, -1)
+        chance = p_yes(model.logits_from_tokens(tokens, prompts)[:, -1],
+                       *yes_no_token_ids(model.processor.mllm_tokenizer)).cpu().double().numpy()
+        scores = grounding.flag.scores(np.ones(len(names), dtype=bool), z, chance)
+        grounded = scores <= grounding.cut
+        chance, scores = [float(v) for v in chance], [float(v) for v in scores]
     return [ObjectVerdict(name, query, float(torch.sigmoid(best_logit[q])), float(best_logit[q]),
-                          tuple(float(v) for v in boxes[q]), bool(best_logit[q] > threshold.logit))
+                          tuple(float(v) for v in boxes[q]), bool(grounded[q]), chance[q], scores[q])
             for q, (name, query) in enumerate(zip(names, queries))]
 
 
-def _claimed(question: str, answer: str, vocabulary: ObjectVocabulary) -> list[str]:
+def claimed(question: str, answer: str, vocabulary: ObjectVocabulary) -> list[str]:
     """Objects the answer asserts: those it mentions, or the object of a presence question answered yes."""
     names = vocabulary.mentions(answer)
     try:
@@ -87,17 +114,24 @@ def _claimed(question: str, answer: str, vocabulary: ObjectVocabulary) -> list[s
 
 @torch.no_grad()
 def check(model, image, prompt: str, vocabulary: ObjectVocabulary, *,
-          threshold: PresenceThreshold | None = None, max_new_tokens: int = 64,
+          threshold: Grounding | PresenceThreshold | float | None = None, max_new_tokens: int = 64,
           query_template: str = QUERY_TEMPLATE) -> CheckResult:
     """Generate an answer about ``image`` (path, PIL or array) and ground every object it mentions.
 
-    ``threshold``: τ on p_c; None is p_c = 0.5, uncalibrated.
+    ``threshold``: a ``Grounding``, or τ on p_c (a ``PresenceThreshold`` or a probability: the detector
+    alone); None reads the model's calibration (``calibration.resolve_grounding``: τ and the combined flag),
+    and without one falls back to p_c = 0.5, saying once that the verdicts are uncalibrated.
     """
-    threshold = threshold or PresenceThreshold.from_probability(0.5)
+    from owlens.hallucination.calibration import resolve_grounding
+
+    if isinstance(threshold, PresenceThreshold):
+        threshold = Grounding(threshold, "given")
+    elif not isinstance(threshold, Grounding):
+        threshold = resolve_grounding(model, threshold)
     picture = load_image(image)
     processor = model.processor
     full_prompt = prompt if processor.image_token in prompt else processor.chat(prompt)
     embedding = model.encode_images(picture)  # (1, 1+N, d)
     answer = model.generate(embedding, [full_prompt], max_new_tokens=max_new_tokens).texts[0]
-    verdicts = ground(model, embedding, _claimed(prompt, answer, vocabulary), picture.size, threshold, query_template)
-    return CheckResult(full_prompt, answer, tuple(verdicts), threshold.probability)
+    verdicts = ground(model, embedding, claimed(prompt, answer, vocabulary), picture.size, threshold, query_template)
+    return CheckResult(full_prompt, answer, tuple(verdicts), threshold.threshold.probability, threshold.source)

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from owlens.hallucination.answers import parse_answer
+from owlens.hallucination.combined import CombinedFlag
 from owlens.hallucination.flag import PresenceThreshold, calibrate_threshold, flag_scores, flags
 from owlens.hallucination.pope_format import PopeQuestion, read_questions, read_rows
-from owlens.hallucination.scores import PopeScores, auroc, average_precision, pope_scores
+from owlens.hallucination.scores import PopeScores, auroc, average_precision, paired_auroc_difference, pope_scores
 
 __all__ = ["FlagReport", "PopeReport", "score_rows", "score_files", "calibrate_on", "json_ready"]
 
@@ -59,6 +60,14 @@ class FlagReport:
     presence_only_ap: float
     mllm_doubt_auroc: float
     mllm_doubt_ap: float
+    # The combined flag (``combined.py``, fitted on a calibration split), when one was given; NaN otherwise.
+    combined_auroc: float = float("nan")
+    combined_ap: float = float("nan")
+    combined_n_flagged: int = 0
+    combined_precision: float = float("nan")
+    combined_recall: float = float("nan")
+    # AUROC(combined) − AUROC(MLLM doubt), with the 95% paired bootstrap interval over questions.
+    combined_minus_doubt_auroc: tuple[float, float, float] = (float("nan"),) * 3
 
     def to_dict(self) -> dict:
         return json_ready({**asdict(self), "threshold": self.threshold.to_dict()})
@@ -117,14 +126,26 @@ def calibrate_on(rows: list[dict], questions: list[PopeQuestion]) -> PresenceThr
     return calibrate_threshold([row["presence_logit"] for row in rows], [q.label for q in questions])
 
 
-def _flag_report(rows, parsed, labels, threshold: PresenceThreshold, calibrated: bool) -> FlagReport:
+def _flag_report(rows, parsed, labels, threshold: PresenceThreshold, calibrated: bool,
+                 combined: CombinedFlag | None = None) -> FlagReport:
     said_yes = np.array([p == "yes" for p in parsed])
     wrong = np.array([p != label for p, label in zip(parsed, labels)])
     logits = np.array([row["presence_logit"] for row in rows], dtype=np.float64)
     doubt = -np.abs(np.array([row["p_yes"] for row in rows], dtype=np.float64) - 0.5)
     flagged, score = flags(said_yes, logits, threshold), flag_scores(said_yes, logits, threshold)
     hits = int((flagged & wrong).sum())
-    return FlagReport(
+    extra = {}
+    if combined is not None:
+        chance = np.array([row["p_yes"] for row in rows], dtype=np.float64)
+        joint, raised = combined.scores(said_yes, logits, chance), combined.flags(said_yes, logits, chance)
+        caught = int((raised & wrong).sum())
+        extra = {"combined_auroc": auroc(joint, wrong), "combined_ap": average_precision(joint, wrong),
+                 "combined_n_flagged": int(raised.sum()),
+                 "combined_precision": caught / raised.sum() if raised.any() else float("nan"),
+                 "combined_recall": caught / wrong.sum() if wrong.any() else float("nan"),
+                 "combined_minus_doubt_auroc": paired_auroc_difference(joint, doubt, wrong)
+                 if 0 < wrong.sum() < wrong.size else (float("nan"),) * 3}
+    return FlagReport(**extra,
         threshold=threshold, calibrated=calibrated, n_wrong=int(wrong.sum()), n_flagged=int(flagged.sum()),
         flag_precision=hits / flagged.sum() if flagged.any() else float("nan"),
         flag_recall=hits / wrong.sum() if wrong.any() else float("nan"),
@@ -134,8 +155,9 @@ def _flag_report(rows, parsed, labels, threshold: PresenceThreshold, calibrated:
 
 
 def score_rows(rows: list[dict], questions: list[PopeQuestion],
-               threshold: PresenceThreshold | None = None) -> PopeReport:
-    """Score answer rows against their questions; ``threshold`` is a calibrated τ (else the rows' own)."""
+               threshold: PresenceThreshold | None = None, combined: CombinedFlag | None = None) -> PopeReport:
+    """Score answer rows against their questions; ``threshold`` is a calibrated τ (else the rows' own),
+    ``combined`` a combined flag fitted on a calibration split (scored beside the disagreement flag)."""
     if any(q.label is None for q in questions):
         raise ValueError("the question file has questions without a label: expected 'yes'/'no' labels to score")
     answered, asked = _pair(rows, questions)
@@ -154,7 +176,7 @@ def score_rows(rows: list[dict], questions: list[PopeQuestion],
                 raise ValueError(f"the rows were flagged at several thresholds {sorted(map(str, stored))}: pass a "
                                  "calibration split to choose one")
             threshold = PresenceThreshold.from_probability(stored.pop())
-        report["flag"] = _flag_report(answered, parsed, labels, threshold, calibrated)
+        report["flag"] = _flag_report(answered, parsed, labels, threshold, calibrated, combined)
     return PopeReport(**report)
 
 
@@ -163,15 +185,30 @@ def _overlap(a: list[PopeQuestion], b: list[PopeQuestion]) -> int:
 
 
 def score_files(answers: str | Path, questions: str | Path, *,
-                calibration: tuple[str | Path, str | Path] | None = None) -> PopeReport:
-    """Score an answers file; ``calibration`` = (answers, questions) of another split to choose τ on."""
+                calibration: tuple[str | Path, str | Path] | None = None,
+                save_calibration_to: str | Path | None = None) -> PopeReport:
+    """Score an answers file; ``calibration`` = (answers, questions) of another split to choose τ and fit the
+    combined flag on; ``save_calibration_to``: also write that calibration there (a model's projector folder)."""
+    from owlens.hallucination.calibration import fit_calibration, save_calibration, weights_digest
+
     asked = list(read_questions(questions))
-    threshold = None
+    threshold, combined = None, None
     if calibration is not None:
         calibration_questions = list(read_questions(calibration[1]))
         shared = _overlap(asked, calibration_questions)
         if shared:
             raise ValueError(f"the calibration split shares {shared} questions (image and text) with the split being "
                              "scored; τ must be chosen on other questions, never on the test split")
-        threshold = calibrate_on(read_rows(calibration[0]), calibration_questions)
-    return score_rows(read_rows(answers), asked, threshold)
+        rows, paired = _pair(read_rows(calibration[0]), calibration_questions)
+        if not _has_scores(rows):
+            raise ValueError("the calibration answers carry no presence_logit: expected a file `owlens pope run` "
+                             "wrote")
+        fitted = fit_calibration(rows, [q.label for q in paired], source={"answers": str(calibration[0]),
+                                                                           "questions": str(calibration[1])},
+                                 weights_sha256=weights_digest(save_calibration_to) if save_calibration_to else None)
+        threshold, combined = fitted.threshold, fitted.flag
+        if save_calibration_to is not None:
+            save_calibration(fitted, save_calibration_to)
+    elif save_calibration_to is not None:
+        raise ValueError("expected --calibrate CAL_ANSWERS CAL_QUESTIONS with a folder to save a calibration to")
+    return score_rows(read_rows(answers), asked, threshold, combined)

@@ -200,10 +200,12 @@ def _answer(model, batch: list[PopeQuestion], images: dict, config: PopeRunConfi
     names = list(images)
     image_rows = torch.tensor([names.index(q.image) for q in batch])
     unique_embedding = model.encode_images([images[n] for n in names])  # (U, 1+N, d)
-    embedding = unique_embedding[image_rows.to(unique_embedding.device)]  # (B, 1+N, d)
+    # W once per image, then one row per question; P(yes) from generate's own first step, not a second forward.
+    tokens = model.image_tokens(unique_embedding)[image_rows.to(unique_embedding.device)]  # (B, N, D_lm)
     prompts = [model.processor.chat(q.text + config.prompt_suffix) for q in batch]
-    chance_yes = p_yes(model.logits(embedding, prompts)[:, -1], *token_ids).cpu()  # (B,)
-    texts = model.generate(embedding, prompts, max_new_tokens=config.max_new_tokens).texts
+    generated = model.generate_from_tokens(tokens, prompts, max_new_tokens=config.max_new_tokens, first_logits=True)
+    chance_yes = p_yes(generated.first_logits, *token_ids).cpu()  # (B,)
+    texts = generated.texts
     objects = [object_of(q.text) for q in batch]
     queries = list(dict.fromkeys(config.query_template.format(o) for o in objects))
     detections = model.detect(unique_embedding, queries)  # logits (U, N, Q)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["PopeScores", "pope_scores", "auroc", "average_precision"]
+__all__ = ["PopeScores", "pope_scores", "auroc", "average_precision", "paired_auroc_difference"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +106,24 @@ def average_precision(scores, targets) -> float:
     precision = true_positives / (last_of_tie + 1)
     recall = true_positives / positives
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def paired_auroc_difference(scores_a, scores_b, targets, *, resamples: int = 2000, seed: int = 0,
+                            level: float = 0.95) -> tuple[float, float, float]:
+    """AUROC(a) − AUROC(b) on the same targets: (the difference on all items, and its percentile bootstrap
+    interval), resampling items with replacement and scoring both on each resample (paired). Resamples that
+    hold a single class are skipped."""
+    a, targets = _checked(scores_a, targets)
+    b, _ = _checked(scores_b, targets)
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(resamples):
+        pick = rng.integers(0, targets.size, targets.size)
+        if targets[pick].all() or not targets[pick].any():
+            continue
+        differences.append(auroc(a[pick], targets[pick]) - auroc(b[pick], targets[pick]))
+    if not differences:
+        return float("nan"), float("nan"), float("nan")
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(differences, [alpha, 1 - alpha])
+    return auroc(a, targets) - auroc(b, targets), float(lo), float(hi)

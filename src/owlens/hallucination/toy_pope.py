@@ -107,8 +107,10 @@ def build_toy_pope(folder: str | Path, *, seed: int = 0, n_images: int = 500, ca
     """Write toy_pope_{random,popular,adversarial,calibration}.json, images/ and truth.jsonl into ``folder``."""
     from owlens.toyworld.world import sample_scene
 
-    if n_images < 1 or calibration_images < 1 or per_image < 1:
-        raise ValueError(f"expected at least one image, calibration image and question per image; received "
+    # n_images = 0 writes the calibration split alone (what `owlens calibrate` fits a model's τ on).
+    if n_images < 0 or calibration_images < 1 or per_image < 1:
+        raise ValueError(f"expected no negative image count, at least one calibration image and question per "
+                         f"image; received "
                          f"{n_images}, {calibration_images}, {per_image}")
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)

@@ -14,17 +14,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from owlens.hallucination.calibration import Calibration, Grounding, fit_calibration
 from owlens.hallucination.chair import ChairResult, chair, read_toy_truth
 from owlens.hallucination.check import ground
 from owlens.hallucination.flag import PresenceThreshold
 from owlens.hallucination.pope_format import read_questions, read_rows
-from owlens.hallucination.report import PopeReport, calibrate_on, json_ready, score_rows
+from owlens.hallucination.report import PopeReport, _pair, json_ready, score_rows
 from owlens.hallucination.runner import PopeRunConfig, run_pope
 from owlens.hallucination.scores import auroc
 from owlens.hallucination.toy_pope import SPLITS, build_toy_pope
 from owlens.hallucination.vocabulary import toy_vocabulary
 
-__all__ = ["InjectedDefect", "CaptionCheck", "ToyValidation", "validate_toy"]
+__all__ = ["InjectedDefect", "CaptionCheck", "ObjectCheck", "ToyValidation", "validate_toy"]
 
 
 @dataclass(frozen=True)
@@ -62,23 +63,51 @@ class CaptionCheck:
 
 
 @dataclass(frozen=True)
+class ObjectCheck:
+    """``check``'s verdicts on the objects held-out captions name, as a user sees them (the calibration's τ and
+    combined flag): how many correct objects it calls ungrounded, how many hallucinated ones it catches."""
+
+    objects: int
+    false_ungrounded_rate: float
+    hallucinated: int
+    hallucinated_flagged_rate: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class ToyValidation:
-    """Everything ``owlens evaluate hallucination`` prints; the headline figures are the adversarial split's."""
+    """Everything ``owlens evaluate hallucination`` prints; the headline figures are the adversarial split's.
+
+    flag_auroc / flag_ap: the combined flag (both branches, fitted on the calibration split); the paper's
+    disagreement flag and each single signal are reported beside it as baselines.
+    """
 
     seed: int
-    threshold: PresenceThreshold
+    calibration: Calibration
     reports: dict[str, PopeReport]
     injected: InjectedDefect
     captions: CaptionCheck | None
+    check: ObjectCheck | None = None
+
+    @property
+    def threshold(self) -> PresenceThreshold:
+        return self.calibration.threshold
 
     def to_dict(self) -> dict:
         adversarial = self.reports["adversarial"].to_dict()
+        flag = adversarial["flag"]
         pope = {split: {k: getattr(r.pope, k) for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")}
                 for split, r in self.reports.items()}
         return json_ready({
             "pope": pope, "presence_auroc": adversarial["presence_auroc"],
-            "flag_auroc": adversarial["flag"]["flag_auroc"], "flag_ap": adversarial["flag"]["flag_ap"],
-            "seed": self.seed, "threshold": self.threshold.to_dict(),
+            "flag_auroc": flag["combined_auroc"], "flag_ap": flag["combined_ap"],
+            "disagreement_flag_auroc": flag["flag_auroc"], "disagreement_flag_ap": flag["flag_ap"],
+            "mllm_doubt_auroc": flag["mllm_doubt_auroc"], "detector_auroc": flag["presence_only_auroc"],
+            "flag_minus_doubt_auroc": list(flag["combined_minus_doubt_auroc"]),
+            "check": self.check.to_dict() if self.check else None,
+            "seed": self.seed, "threshold": self.threshold.to_dict(), "calibration": self.calibration.to_dict(),
             "splits": {split: r.to_dict() for split, r in self.reports.items()},
             "injected": self.injected.to_dict(), "chair": self.captions.to_dict() if self.captions else None})
 
@@ -96,8 +125,8 @@ def _injected(rows: list[dict], truth_path: Path, threshold: PresenceThreshold) 
 
 
 @torch.no_grad()
-def _captions(model, images: Path, truth: dict[str, set[str]], names: list[str], threshold: PresenceThreshold,
-              batch_size: int) -> CaptionCheck:
+def _captions(model, images: Path, truth: dict[str, set[str]], names: list[str], grounding: Grounding,
+              batch_size: int) -> tuple[CaptionCheck, ObjectCheck]:
     from owlens.toyworld.text import CAPTION_QUESTION
     from owlens.toyworld.world import IMAGE_SIZE
 
@@ -110,18 +139,21 @@ def _captions(model, images: Path, truth: dict[str, set[str]], names: list[str],
         texts += generated
         for i, text in enumerate(generated):
             found = ground(model, embedding[i:i + 1], vocabulary.mentions(text), (IMAGE_SIZE, IMAGE_SIZE),
-                           threshold)
+                           grounding)
             verdicts += [(v, v.name not in truth[chunk[i]]) for v in found]
     result = chair(texts, [truth[n] for n in names], vocabulary)
     hallucinated = np.array([h for _, h in verdicts], dtype=bool)
-    ungrounded = np.array([not v.grounded for v, _ in verdicts], dtype=bool)
     logits = np.array([v.presence_logit for v, _ in verdicts], dtype=np.float64)
+    below = logits <= grounding.threshold.logit  # the detector alone at τ (CHAIR's figures, as before)
+    flagged = np.array([not v.grounded for v, _ in verdicts], dtype=bool)  # what `check` says
 
-    def share(mask: np.ndarray) -> float:
+    def share(ungrounded: np.ndarray, mask: np.ndarray) -> float:
         return float(ungrounded[mask].mean()) if mask.any() else float("nan")
 
-    return CaptionCheck(result, auroc(-logits, hallucinated) if verdicts else float("nan"),
-                        share(hallucinated), share(~hallucinated))
+    captions = CaptionCheck(result, auroc(-logits, hallucinated) if verdicts else float("nan"),
+                            share(below, hallucinated), share(below, ~hallucinated))
+    return captions, ObjectCheck(len(verdicts), share(flagged, ~hallucinated), int(hallucinated.sum()),
+                                 share(flagged, hallucinated))
 
 
 def validate_toy(model, folder: str | Path, *, seed: int = 0, n_images: int = 500, calibration_images: int = 200,
@@ -133,13 +165,19 @@ def validate_toy(model, folder: str | Path, *, seed: int = 0, n_images: int = 50
     for split, questions in files.questions.items():
         answers[split] = files.folder / f"answers_{split}.jsonl"
         run_pope(model, questions, files.images, answers[split], config, progress=progress, log=log)
-    threshold = calibrate_on(read_rows(answers["calibration"]), list(read_questions(files.questions["calibration"])))
-    reports = {split: score_rows(read_rows(answers[split]), list(read_questions(files.questions[split])), threshold)
+    rows, asked = _pair(read_rows(answers["calibration"]), list(read_questions(files.questions["calibration"])))
+    calibration = fit_calibration(rows, [q.label for q in asked], source={"toy_seed": seed,
+                                                                         "toy_images": calibration_images})
+    threshold = calibration.threshold
+    reports = {split: score_rows(read_rows(answers[split]), list(read_questions(files.questions[split])), threshold,
+                                 calibration.flag)
                for split in SPLITS}
-    captions = None
+    captions, checked = None, None
     if caption_images > 0:
         truth = read_toy_truth(files.truth)
         names = sorted(n for n in truth if "_test_" in n)[:caption_images]
-        captions = _captions(model, files.images, truth, names, threshold, batch_size)
-    return ToyValidation(seed, threshold, reports, _injected(read_rows(answers["adversarial"]), files.truth, threshold),
-                         captions)
+        grounding = Grounding(threshold, "calibrated", calibration.flag, calibration.check_cut,
+                              calibration.question_template)
+        captions, checked = _captions(model, files.images, truth, names, grounding, batch_size)
+    return ToyValidation(seed, calibration, reports,
+                         _injected(read_rows(answers["adversarial"]), files.truth, threshold), captions, checked)

@@ -40,6 +40,8 @@ class JointModel(nn.Module):
                 "with `owlens align train`"
             )
         self.processor = processor
+        # The folder W was loaded from, where its grounding calibration lives (None: W built in memory).
+        self.projector_folder = None
 
     @property
     def device(self) -> torch.device:
@@ -97,12 +99,25 @@ class JointModel(nn.Module):
         embeds = self.language.embed(inputs["input_ids"], self.image_tokens(embedding))
         return embeds, inputs["attention_mask"]
 
+    def _embeds_from_tokens(self, tokens: torch.Tensor, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = self._prompt_inputs(prompts)
+        return self.language.embed(inputs["input_ids"], tokens), inputs["attention_mask"]
+
     def logits(self, embedding: torch.Tensor, prompts) -> torch.Tensor:
         """E and prompts → LM logits (B, T, V), pre-softmax, for every prompt position."""
-        embeds, mask = self.inputs_embeds(embedding, prompts)
+        return self.logits_from_tokens(self.image_tokens(embedding), prompts)
+
+    def logits_from_tokens(self, tokens: torch.Tensor, prompts) -> torch.Tensor:
+        """``logits`` from image tokens W(E[:, 1:]) (B, N, D_lm) already computed: W is applied once per image
+        when several prompts ask about the same one (index or expand the tokens, not E)."""
+        embeds, mask = self._embeds_from_tokens(tokens, prompts)
         return self.language.logits(embeds, mask)
 
     def generate(self, embedding: torch.Tensor, prompts, **options) -> Generation:
         """E and prompts → ``Generation`` (greedy unless ``do_sample``; ``seed`` makes sampling repeatable)."""
-        embeds, mask = self.inputs_embeds(embedding, prompts)
+        return self.generate_from_tokens(self.image_tokens(embedding), prompts, **options)
+
+    def generate_from_tokens(self, tokens: torch.Tensor, prompts, **options) -> Generation:
+        """``generate`` from image tokens W(E[:, 1:]) (B, N, D_lm) already computed (see ``logits_from_tokens``)."""
+        embeds, mask = self._embeds_from_tokens(tokens, prompts)
         return self.language.generate(embeds, mask, self._require_processor().mllm_tokenizer, **options)

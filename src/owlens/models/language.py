@@ -21,10 +21,13 @@ class Generation:
 
     texts: decoded answers, special tokens removed.
     token_ids: the new token ids per answer (prompt excluded, stops at and excludes end-of-sequence).
+    first_logits: (B, V) the LM's raw logits at the answer's first position (the prompt's last), when asked
+        for with ``first_logits=True``: the same forward a separate ``logits`` call would repeat.
     """
 
     texts: list[str]
     token_ids: list[list[int]]
+    first_logits: torch.Tensor | None = None
 
 
 class LanguageBranch:
@@ -79,6 +82,7 @@ class LanguageBranch:
         do_sample: bool = False,
         temperature: float = 1.0,
         seed: int | None = None,
+        first_logits: bool = False,
     ) -> Generation:
         """Greedy (default) or sampled decoding from prepared embeddings.
 
@@ -96,11 +100,13 @@ class LanguageBranch:
                 max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
+                output_logits=first_logits,
+                return_dict_in_generate=True,
                 **sampling,
             )
-        token_ids = [_until_eos(row.tolist(), tokenizer.eos_token_id) for row in output]
+        token_ids = [_until_eos(row.tolist(), tokenizer.eos_token_id) for row in output.sequences]
         texts = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
-        return Generation(texts=texts, token_ids=token_ids)
+        return Generation(texts=texts, token_ids=token_ids, first_logits=output.logits[0] if first_logits else None)
 
 
 def position_ids(attention_mask: torch.Tensor | None) -> torch.Tensor | None:

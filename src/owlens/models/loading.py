@@ -146,4 +146,6 @@ def load_joint(owl=None, mllm=None, projector=None, *, dtype="auto", device="aut
     model = JointModel(owl_model, llava, alignment.to(dtype), processor).to(device)
     # Where the weights came from: a run folder fingerprints these files, so a resume with others is refused.
     model.sources = {"owl": str(owl), "mllm": str(mllm), "projector": None if projector is None else str(projector)}
+    if projector is not None:
+        model.projector_folder = Path(str(projector)).expanduser()
     return model.eval()

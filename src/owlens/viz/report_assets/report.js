@@ -106,6 +106,13 @@
     body.replaceChildren();
     const objects = (item.hallucination && item.hallucination.objects) || [];
     $("hallucination").hidden = !item.hallucination;
+    const h = item.hallucination || {};
+    // Which τ judged the verdicts: a model's calibrated one, one the user gave, or the uncalibrated 0.5.
+    const how = h.threshold_source === "uncalibrated"
+      ? "uncalibrated: this model has no calibration.json, run owlens calibrate" : String(h.threshold_source || "given");
+    $("hallucination-threshold").textContent = typeof h.threshold !== "number" ? ""
+      : h.combined ? `verdicts from both branches: the calibrated flag on p_c and the MLLM's own P(yes) (τ on p_c alone: ${h.threshold.toFixed(3)}; ${how})`
+      : `grounded ⇔ p_c > ${h.threshold.toFixed(3)} (${how})`;
     objects.forEach((o) => {
       const row = document.createElement("tr");
       row.className = o.grounded ? "grounded" : "ungrounded";
