@@ -1,4 +1,4 @@
-"""Training the alignment W by feature distillation (DESIGN.md §2), for the toy world and real checkpoints."""
+"""Training the alignment W by feature distillation, for the toy world and real checkpoints."""
 
 from owlens.align.data import ImageFolder, list_images
 from owlens.align.trainer import AlignConfig, AlignResult, train_alignment

@@ -1,4 +1,4 @@
-"""W by feature distillation (DESIGN.md §2): MSE between W(E[:, 1:]) and the MLLM's own projected image
+"""W by feature distillation: MSE between W(E[:, 1:]) and the MLLM's own projected image
 tokens for the same image; images only; OWL and the MLLM frozen. Paper defaults: AdamW, lr 1e-4, weight
 decay 1e-2, batch 16, one epoch.
 

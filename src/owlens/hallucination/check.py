@@ -2,7 +2,8 @@
 
 ``check`` generates an answer through J, finds the objects it mentions (``ObjectVocabulary``), and asks
 OWL, from the embedding the answer was generated from, for each object's presence p_c and best box
-(DESIGN.md §4). An object whose p_c does not pass τ is ungrounded: a likely hallucination. A "yes" to a POPE
+(the paper's hallucination check). An object whose p_c does not pass τ is ungrounded: a likely
+hallucination. A "yes" to a POPE
 question ("Is there a {c} in the image?") names no object itself, so there the object asked about is the one
 checked.
 """
