@@ -84,7 +84,7 @@ def _one(model, case, margin: float) -> CausalTruth:
     cue_shape = case.cue.split("→")[0] if case.cue else None
     images = _variants(case, cue_shape)
     embedding = model.encode_images(images)  # (1 + K [+ 1], 1+N, d)
-    logits = model.logits(embedding, [case.prompt] * len(images))[:, -1].float().cpu()  # (1 + K [+ 1], V)
+    logits = model.last_logits(embedding, [case.prompt] * len(images)).float().cpu()  # (1 + K [+ 1], V)
     explained = logits[:, token_id].double().numpy()
     k = len(case.scene.objects)
     drops = explained[0] - explained[1:1 + k]

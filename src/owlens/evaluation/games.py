@@ -6,7 +6,8 @@ evaluation plays several maps on the same case, and their games share most of th
   assembled from them in W's output space, instead of W running on every variant (about 40% of a game);
 - rows are deduplicated across the maps and games of the case (every deletion game starts at the same
   sequence and every insertion game ends there; maps that rank alike share whole curves);
-- the LM runs in chunks of ``batch_size`` rows, the head on the read position only.
+- the LM runs in chunks of ``batch_size`` rows, its last layer and head on the read position only
+  (``models.last_position``).
 Results equal the one-map classes to float tolerance (tested).
 """
 
@@ -19,6 +20,7 @@ import torch
 
 from owlens.evaluation.insertion_deletion import DeletionInsertionResult, _area, token_order
 from owlens.evaluation.pixel_deletion import patch_images, replaced_rows
+from owlens.explain._borrow import borrowed
 
 __all__ = ["CaseGames"]
 
@@ -89,12 +91,10 @@ class CaseGames:
 
     @torch.no_grad()
     def _read(self, image_tokens: torch.Tensor, ids: torch.Tensor, token_id: int) -> np.ndarray:
-        from owlens.explain._borrow import borrowed
-
         with borrowed(self.model):
             embeds = self.model.language.embed(ids.expand(len(image_tokens), -1), image_tokens)
-            logits = self.model.language.llava(inputs_embeds=embeds, logits_to_keep=1, use_cache=False).logits
-        return logits[:, -1, token_id].float().cpu().double().numpy()
+            logits = self.model.language.last_logits(embeds)  # (R, V): one case's rows share ids, no padding
+        return logits[:, token_id].float().cpu().double().numpy()
 
 
 def _result(scores: np.ndarray, counts: np.ndarray) -> DeletionInsertionResult:

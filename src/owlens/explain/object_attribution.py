@@ -179,6 +179,10 @@ class ObjectAttribution(BaselineExplainer):
         count = len(masks)
         embeds = self.model.language.embed(ids.expand(count, -1), variants)
         keep = torch.unique(positions)
+        if len(keep) == 1:  # one explained position: the LM runs up to it, its last layer there alone
+            end = int(keep[0]) + 1
+            logits = self.model.language.last_logits(embeds[:, :end], mask[:, :end].expand(count, -1))  # (K', V)
+            return logits[:, token_ids[0]].float().cpu()[rows.cpu()]
         output = self.model.language.llava(inputs_embeds=embeds, attention_mask=mask.expand(count, -1),
                                            position_ids=position_ids(mask).expand(count, -1), logits_to_keep=keep,
                                            use_cache=False)

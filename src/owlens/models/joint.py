@@ -58,6 +58,14 @@ class JointModel(nn.Module):
 
         return load_joint(owl=owl, mllm=mllm, projector=projector, **kwargs)
 
+    def reload_arguments(self) -> dict | None:
+        """The ``from_pretrained`` arguments that load this model again in another process (a worker), or None
+        for a model built in code. The weights are read again from ``sources``: changes made in memory since
+        loading do not travel."""
+        if not self.sources.get("owl") or not self.sources.get("mllm"):
+            return None
+        return {**self.sources, "device": str(self.device), "dtype": self.dtype}
+
     def _require_processor(self) -> JointProcessor:
         if self.processor is None:
             raise ValueError("this JointModel has no processor: pass token ids instead of text, or load it "
@@ -112,6 +120,11 @@ class JointModel(nn.Module):
         when several prompts ask about the same one (index or expand the tokens, not E)."""
         embeds, mask = self._embeds_from_tokens(tokens, prompts)
         return self.language.logits(embeds, mask)
+
+    def last_logits(self, embedding: torch.Tensor, prompts) -> torch.Tensor:
+        """E and prompts → LM logits (B, V) of each prompt's last position (the next token), computed there only."""
+        embeds, mask = self._embeds_from_tokens(self.image_tokens(embedding), prompts)
+        return self.language.last_logits(embeds, mask)
 
     def generate(self, embedding: torch.Tensor, prompts, **options) -> Generation:
         """E and prompts → ``Generation`` (greedy unless ``do_sample``; ``seed`` makes sampling repeatable)."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from owlens.models.last_position import last_position_logits
+
 __all__ = ["Generation", "LanguageBranch", "position_ids"]
 
 
@@ -71,6 +73,11 @@ class LanguageBranch:
         """(B, T, D) → logits (B, T, V), pre-softmax."""
         return self.llava(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                           position_ids=position_ids(attention_mask)).logits
+
+    def last_logits(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) → logits (B, V) of each row's last position, the next token: ``logits(...)[:, -1]`` for
+        about four fifths of the work (``last_position``: the last decoder layer runs there alone)."""
+        return last_position_logits(self.llava, inputs_embeds, attention_mask, position_ids(attention_mask))
 
     def generate(
         self,
