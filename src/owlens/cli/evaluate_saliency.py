@@ -39,6 +39,9 @@ def register(subparsers) -> None:
                                                          "(default: all)")
     parser.add_argument("--steps", type=at_least(1), default=32, help="deletion/insertion steps")
     parser.add_argument("--batch-size", type=at_least(1), default=64, help="cases per forward pass")
+    parser.add_argument("--workers", type=at_least(1), default=None,
+                        help="processes sharing the cases (default: one per CPU core, on a CPU model, once there "
+                             "are 20 cases per worker; the results do not depend on it)")
     parser.add_argument("--out", metavar="DIR", help="keep per-case rows here (a rerun resumes); default: none kept")
     parser.add_argument("--json", action="store_true", help="print the full JSON (default: a table)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -98,7 +101,8 @@ def _evaluate(args: argparse.Namespace, model, methods) -> dict:
         with tempfile.TemporaryDirectory(prefix="owlens-saliency-") as scratch:
             payload = run_saliency_benchmark(model, n_scenes=args.scenes, seed=args.seed, methods=methods,
                                              out_dir=args.out or scratch, steps=args.steps,
-                                             batch_size=args.batch_size, progress=not args.no_progress,
+                                             batch_size=args.batch_size, workers=args.workers,
+                                             progress=not args.no_progress,
                                              log=lambda m: print(m, file=sys.stderr)).to_dict()
     return payload
 

@@ -25,10 +25,12 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from owlens.evaluation._workers import auto_workers, case_rows
 from owlens.evaluation.causal import causal_truth
 from owlens.evaluation.games import CaseGames
 from owlens.evaluation.insertion_deletion import DeletionInsertion
@@ -49,8 +51,8 @@ def _next_token_logits(model, embedding: torch.Tensor, prompts: Sequence[str], b
     out = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
-            logits = model.logits(embedding[start:start + batch_size], list(prompts[start:start + batch_size]))
-            out.append(logits[:, -1].float().cpu())
+            out.append(model.last_logits(embedding[start:start + batch_size],
+                                         list(prompts[start:start + batch_size])).float().cpu())
     return torch.cat(out)
 
 
@@ -104,6 +106,49 @@ def _explain_case(model, case: SaliencyCase, embedding: torch.Tensor, explainers
     return score_maps(case, truth, maps, played)
 
 
+class CaseRunner:
+    """Everything one process needs to turn a case into its journal row: the explainers and the games, built once."""
+
+    def __init__(self, model, *, methods, steps, replacement, batch_size: int, fast: bool, seed: int):
+        from owlens.explain.registry import make_explainer
+
+        self.model, self.seed = model, seed
+        self.games = _Games(model, steps=steps, replacement=replacement, batch_size=batch_size, fast=fast)
+        self.explainers = {name: make_explainer(name, model) for name in methods}
+
+    def __call__(self, case: SaliencyCase, embedding: torch.Tensor, extra: dict) -> dict:
+        truth = causal_truth(self.model, [case])[0]
+        return {"kind": case.kind, "index": case.index, "cue": case.cue, "token": case.token, **extra,
+                "causal": causal_row(case, truth),
+                "methods": _explain_case(self.model, case, embedding, self.explainers, truth, self.games, self.seed)}
+
+
+class _WorkerRunner:
+    """A ``CaseRunner`` factory for worker processes: the model is loaded again from its sources there (HF models
+    carry hooks that do not pickle, and a reload reads the same files the run's fingerprint names)."""
+
+    def __init__(self, arguments: dict, **settings):
+        self.arguments, self.settings = arguments, settings
+
+    def __call__(self) -> CaseRunner:
+        from owlens.models.joint import JointModel
+
+        return CaseRunner(JointModel.from_pretrained(**self.arguments), **self.settings)
+
+
+def _runner_factory(model, workers: int | None, cases: int, settings: dict) -> tuple[Callable, int]:
+    """The runner factory and the number of workers: several only for a CPU model loaded from files."""
+    arguments = model.reload_arguments() if hasattr(model, "reload_arguments") else None
+    if workers is None:
+        workers = auto_workers(cases) if arguments is not None and model.device.type == "cpu" else 1
+    if workers > 1 and arguments is None:
+        raise ValueError(f"{workers} workers need a model loaded with JointModel.from_pretrained (each worker loads "
+                         "it again from its files); this one was built in code: pass workers=1")
+    if workers > 1:
+        return _WorkerRunner(arguments, **settings), workers
+    return partial(CaseRunner, model, **settings), workers
+
+
 def _cue_work(model, seed: int, n_scenes: int, batch_size: int, log) -> list[tuple]:
     """Every prior's cue candidates, split by the model's answer into cue cases and controls."""
     tokenizer = model.processor.mllm_tokenizer
@@ -122,13 +167,17 @@ def _cue_work(model, seed: int, n_scenes: int, batch_size: int, log) -> list[tup
 
 def run_saliency_benchmark(model, *, n_scenes: int = 500, seed: int = 0, methods: Sequence[str] | None = None,
                            out_dir: str | Path | None = None, steps: int | None = 32, batch_size: int = 64,
-                           fast: bool = True, progress: bool = True,
+                           fast: bool = True, workers: int | None = 1, progress: bool = True,
                            log: Callable[[str], None] | None = None) -> SaliencyReport:
-    """Explain ``n_scenes`` object cases and each prior's cue cases among ``n_scenes`` candidates, every method."""
+    """Explain ``n_scenes`` object cases and each prior's cue cases among ``n_scenes`` candidates, every method.
+
+    ``workers`` processes share the cases (None: one per CPU core when there are enough cases to repay their
+    start-up, see ``_workers.auto_workers``); rows are journalled in case order whatever their number.
+    """
     from tqdm.auto import tqdm
 
     from owlens.evaluation._journal import CaseJournal
-    from owlens.explain.registry import METHODS, make_explainer
+    from owlens.explain.registry import METHODS
 
     methods = list(methods or METHODS)
     unknown = [m for m in methods if m not in METHODS]
@@ -147,17 +196,18 @@ def run_saliency_benchmark(model, *, n_scenes: int = 500, seed: int = 0, methods
     work = [(c, e, {"correct": ok}) for c, e, ok in zip(objects, object_e, correct)]
     work += _cue_work(model, seed, n_scenes, batch_size, log)
     steps = None if steps is None else min(steps, model.grid[0] * model.grid[1])
-    games = _Games(model, steps=steps, replacement=reference_token(model, seed), batch_size=batch_size, fast=fast)
-    explainers = {name: make_explainer(name, model) for name in methods}
+    settings = {"methods": methods, "steps": steps, "replacement": reference_token(model, seed),
+                "batch_size": batch_size, "fast": fast, "seed": seed}
     config = {"scenes": n_scenes, "seed": seed, "methods": methods, "steps": steps, "pixel_steps": PIXEL_STEPS,
               "priors": [p.name for p in defects.MLLM_PRIORS]}
     with CaseJournal(out_dir, RECORDS, config) as journal:
         todo = [item for item in work if (item[0].kind, item[0].cue, item[0].index) not in journal.done]
-        for case, embedding, extra in tqdm(todo, disable=not progress, desc="saliency", unit="case"):
-            truth = causal_truth(model, [case])[0]
-            journal.append({"kind": case.kind, "index": case.index, "cue": case.cue, "token": case.token, **extra,
-                            "causal": causal_row(case, truth),
-                            "methods": _explain_case(model, case, embedding, explainers, truth, games, seed)})
+        runner, workers = _runner_factory(model, workers, len(todo), settings)
+        if workers > 1:
+            log(f"{len(todo)} cases on {workers} worker processes")
+        with case_rows(runner, todo, workers) as rows:
+            for row in tqdm(rows, total=len(todo), disable=not progress, desc="saliency", unit="case"):
+                journal.append(row)
         rows = journal.rows
     summary = summarise(rows, methods, first_cue=defects.CROSS_STAR.name)
     summary.details.update(correct_tokens=sum(correct), cue_candidates=n_scenes, seed=seed, steps=steps,
