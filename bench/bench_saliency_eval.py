@@ -3,6 +3,7 @@ plain path (each map's games one at a time), on the same cases in one run, and w
 
     per_case_s          seconds per case, fast and plain (object and cue cases of seed ``--seed``)
     speedup             plain / fast on the same cases: the ratio is what to compare across machines
+    speedup_workers     with --workers N: the fast path in one process / on N worker processes
     max_abs_difference  largest difference between the two paths over every figure of the report
     profile             with --profile: the share of the fast path's time in explainers, games, causal truth
 
@@ -33,10 +34,10 @@ def _numbers(payload, prefix=""):
         yield prefix, payload
 
 
-def _run(model, scenes: int, seed: int, fast: bool) -> tuple[dict, float, int]:
+def _run(model, scenes: int, seed: int, fast: bool, workers: int = 1) -> tuple[dict, float, int]:
     start = time.perf_counter()
     report = saliency_benchmark.run_saliency_benchmark(model, n_scenes=scenes, seed=seed, fast=fast,
-                                                       progress=False).to_dict()
+                                                       workers=workers, progress=False).to_dict()
     cases = report["scenes"] + sum(c["cases"] + c["controls"] for c in report["cues"].values())
     return report, time.perf_counter() - start, cases
 
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="also time the fast path on this many worker processes (speedup_workers: against one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -85,6 +88,12 @@ def main() -> None:
     result = {"cases": cases, "per_case_s": {"fast": round(fast_s / cases, 3), "plain": round(plain_s / cases, 3)},
               "speedup": round(plain_s / fast_s, 2), "max_abs_difference": difference,
               "threads": torch.get_num_threads()}
+    if args.workers > 1:
+        shared, shared_s, _ = _run(model, args.scenes, args.seed, fast=True, workers=args.workers)
+        result["speedup_workers"] = round(fast_s / shared_s, 2)
+        result["max_abs_difference_workers"] = max(
+            (abs(value - reference[key]) for key, value in _numbers(shared)
+             if key in reference and not key.startswith(".seconds")), default=0.0)
     if args.profile:
         result["profile"] = _profile(model, args.scenes, args.seed)
     print(json.dumps(result, indent=None if args.json else 2))
