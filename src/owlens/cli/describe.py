@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 
 from owlens.cli.common import at_least, load_model, model_options, positive_float, write_json
 
@@ -31,6 +30,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # here, not at the top: `owlens --help` builds every parser and must start without torch
+
     model = load_model(args)
     prompt = args.prompt if model.processor.image_token in args.prompt else model.processor.chat(args.prompt)
     with torch.no_grad():

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 
 from owlens.cli.common import at_least, load_model, model_options, probability, write_json
-from owlens.images import load_image
 
 
 def register(subparsers) -> None:
@@ -26,6 +24,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # here, not at the top: `owlens --help` builds every parser and must start without torch
+
+    from owlens.images import load_image
     from owlens.models.postprocess import select_boxes
 
     image = load_image(args.image)

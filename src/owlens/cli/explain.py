@@ -8,7 +8,6 @@ import re
 import sys
 from pathlib import Path
 
-from owlens.browse import explain_run
 from owlens.cli.common import at_least, load_model, model_options, output_folder, write_json
 from owlens.persist.atomic import atomic_write_bytes
 from owlens.persist.lock import folder_lock
@@ -42,6 +41,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from owlens.browse import explain_run  # numpy and the report: not needed to build the parser
     from owlens.explain import AnswerTarget, ExplainInputs, TokenTarget
     from owlens.explain.registry import make_explainer
     from owlens.images import load_image

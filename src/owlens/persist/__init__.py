@@ -10,7 +10,18 @@
 
 from owlens.persist.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from owlens.persist.paths import OutsideFolderError, confined
-from owlens.persist.state import StateFormatError, load_state, save_state
+
+_STATE = ("StateFormatError", "load_state", "save_state")
+
+
+def __getattr__(name: str):
+    # ``state`` imports torch (about a second): loaded on first use, so that `owlens --help` and the run-folder
+    # commands that never touch training state start without it.
+    if name in _STATE:
+        from owlens.persist import state
+
+        return getattr(state, name)
+    raise AttributeError(f"module 'owlens.persist' has no attribute {name!r}")
 
 __all__ = [
     "OutsideFolderError",
