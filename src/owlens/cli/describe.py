@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-
 from owlens.cli.common import at_least, load_model, model_options, positive_float, write_json
 
 
