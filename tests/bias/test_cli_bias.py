@@ -66,3 +66,16 @@ def test_a_bad_spec_fails_before_any_model_is_loaded(tmp_path, capsys):
                  "--mllm", "/no/such/mllm", "--projector", "/no/such/w"]) == 2
     err = capsys.readouterr().err
     assert "groups[0].folder" in err and "holds no images" in err
+
+
+def test_one_image_gives_no_confidence_interval(tiny_model_args, toy_run, tmp_path, capsys):
+    root, _ = toy_run
+    (tmp_path / "toy-images" / "red").mkdir(parents=True)
+    first = sorted((root / "toy-images" / "red").iterdir())[0]
+    (tmp_path / "toy-images" / "red" / first.name).write_bytes(first.read_bytes())
+    spec = tmp_path / "toy.yaml"
+    spec.write_text((EXAMPLES / "toy.yaml").read_text())
+    assert main(["bias", str(spec), "--out", str(tmp_path / "run"), "--no-progress", *tiny_model_args]) == 0
+    captured = capsys.readouterr()
+    assert "red has one readable image: no confidence interval" in captured.err
+    assert "[no CI: 1 image]" in captured.out and "[+" not in captured.out.split("OWL swap rate")[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from owlens.cli.common import load_model, model_options, output_folder, write_json
 
@@ -47,9 +48,15 @@ def run(args: argparse.Namespace) -> int:
     for group, entry in result["groups"].items():
         swap = entry.get("perturbations", {}).get("adversarial", {}).get("swap_rate", float("nan"))
         print(f"{group}: {entry['n_images']} images, {entry['n_errors']} unreadable, OWL swap rate {swap:.2f}")
+        # A bootstrap over one image resamples that image only: its "interval" has zero width and says nothing.
+        lone = entry["n_images"] - entry["n_errors"] < 2
+        if lone and entry.get("traits"):
+            print(f"warning: {group} has one readable image: no confidence interval (it needs at least 2)",
+                  file=sys.stderr)
         for trait, figures in entry.get("traits", {}).items():
-            cells = "  ".join(f"{c} {f['expected']['delta']:+.3f} [{f['expected']['ci95'][0]:+.3f}, "
-                              f"{f['expected']['ci95'][1]:+.3f}]" for c, f in figures.items() if c != "clean")
+            cells = "  ".join(f"{c} {f['expected']['delta']:+.3f} " + (
+                "[no CI: 1 image]" if lone else f"[{f['expected']['ci95'][0]:+.3f}, {f['expected']['ci95'][1]:+.3f}]")
+                for c, f in figures.items() if c != "clean")
             print(f"  {trait}: {cells}")
     print(f"wrote {out / 'summary.json'}, {out / 'bias.svg'}, {out / 'run.json'} (`owlens report {out}`)")
     return 0
