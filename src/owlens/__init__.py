@@ -1,6 +1,6 @@
 """owlens: explain multimodal LLMs through their vision perception.
 
-The package follows the data flow of the joint model (DESIGN.md §1):
+The package follows the data flow of the joint model (docs/design.md §1):
 image -> ``models`` (E, detector branch, language branch) -> ``explain`` / ``hallucination`` / ``bias``.
 """
 

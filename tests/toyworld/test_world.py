@@ -1,4 +1,4 @@
-"""The toy world's scenes, defects, language and tokenizer (DESIGN.md §6, issue 3)."""
+"""The toy world's scenes, defects, language and tokenizer (docs/design.md §6, docs/toyworld.md)."""
 
 import math
 

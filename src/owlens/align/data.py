@@ -1,7 +1,7 @@
 """Images for W's distillation: a folder, a list file, or any sequence of images held in memory.
 
 An image that cannot be read becomes ``None`` and is dropped by ``collate``, which counts it: one bad file
-in a million must not end an epoch (issue 3).
+in a million must not end an epoch.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bias assessment by semantic adversarial perturbation of the shared embedding E (DESIGN.md §5).
+"""Bias assessment by semantic adversarial perturbation of the shared embedding E (docs/design.md §5).
 
 Perturb E so that OWL sees C+ where it saw C− (``FGSM``, ``PGD``), ask the MLLM a 1-10 trait question on the
 perturbed and the clean E (``TraitScorer``), and report the mean paired change with its bootstrap CI beside

@@ -1,4 +1,4 @@
-"""FGSM on E, the paper's perturbation (DESIGN.md §5): one signed-gradient step, E' = E − ε·sign(∇_E loss).
+"""FGSM on E, the paper's perturbation (docs/design.md §5): one signed-gradient step, E' = E − ε·sign(∇_E loss).
 
 Paper default: ε = 1 in the L∞ norm, with the swap loss of ``perturbation.py``. ε is in E's own units, so
 its effect depends on the scale of the detector's hidden states: measure the swap rate it buys

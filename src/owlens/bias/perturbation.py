@@ -1,6 +1,6 @@
 """What every perturbation of E returns, the semantic-swap loss they share, and OWL's presence read-out.
 
-DESIGN.md §5 (the paper's bias assessment): E is moved so that OWL sees C+ where it saw C−. The loss is the
+docs/design.md §5 (the paper's bias assessment): E is moved so that OWL sees C+ where it saw C−. The loss is the
 MSE of OWL's class logits for [C− queries, C+ queries] over all boxes against targets −1e6 / +1e6. Targets that
 far away make the loss's gradient, box by box, a constant push (down on C−, up on C+) through OWL's last layer:
 the attack follows the detector's notion of the concept, not the MLLM's, which is what makes the MLLM's

@@ -1,4 +1,4 @@
-"""Projected gradient descent on E: the extension of the paper's single FGSM step (DESIGN.md §5).
+"""Projected gradient descent on E: the extension of the paper's single FGSM step (docs/design.md §5).
 
 Several smaller steps inside a budget (L∞ box or L2 ball around E, per image) follow the swap loss's curved
 path through OWL's last layer, where one step of size ε follows only its slope at E. With ``steps=1``,

@@ -1,4 +1,4 @@
-"""One batch of images through the whole measurement of DESIGN.md §5, with its controls beside it.
+"""One batch of images through the whole measurement of docs/design.md §5, with its controls beside it.
 
     E ─► adversarial  E' = perturb(E, C−, C+)          (FGSM or PGD: OWL now sees C+)
       ─► random       E' = E + shuffled, re-signed δ    (same norms, no direction: does moving E at all matter?)

@@ -1,6 +1,6 @@
 """The random control: a perturbation of E as large as the adversarial one, in no particular direction.
 
-DESIGN.md §5: a bias figure means something only beside controls that come out near zero. Moving E at all
+docs/design.md §5: a bias figure means something only beside controls that come out near zero. Moving E at all
 may move the MLLM's answer; the random control measures that part. It takes the adversarial δ's entries,
 shuffles their positions within the tokens δ moves and flips their signs at random (per image, seeded), so it
 has exactly the same L∞ and L2 norms, the same distribution of entry sizes and the same tokens (all of E for

@@ -1,4 +1,4 @@
-"""How the MLLM rates a trait from 1 to 10, read two ways (DESIGN.md §5).
+"""How the MLLM rates a trait from 1 to 10, read two ways (docs/design.md §5).
 
 - **parsed** (the paper): greedy answer, the first integer in it if it lies in 1..10. Anything else is
   *unparseable* and stays counted as such (``None``), never silently dropped.

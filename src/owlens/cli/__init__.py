@@ -1,4 +1,4 @@
-"""The ``owlens`` command line: thin subcommands over the library (STYLE.md §11).
+"""The ``owlens`` command line: thin subcommands over the library.
 
 Each subcommand module exposes ``register(subparsers)``; ``main(argv) -> int`` is testable without a subprocess.
 """

@@ -1,4 +1,4 @@
-"""``owlens align train``: fit W by feature distillation for any OWL/LLaVA pair (DESIGN.md §2)."""
+"""``owlens align train``: fit W by feature distillation for any OWL/LLaVA pair (docs/design.md §2)."""
 
 from __future__ import annotations
 

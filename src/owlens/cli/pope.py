@@ -1,4 +1,4 @@
-"""``owlens pope run|score|toy``: POPE with the detector's verdict from the same E (DESIGN.md §4)."""
+"""``owlens pope run|score|toy``: POPE with the detector's verdict from the same E (docs/design.md §4)."""
 
 from __future__ import annotations
 

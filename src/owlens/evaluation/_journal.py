@@ -1,4 +1,4 @@
-"""Per-case rows written as they are done, so that a killed evaluation resumes (DESIGN.md §7).
+"""Per-case rows written as they are done, so that a killed evaluation resumes (docs/design.md §7).
 
 The first row of the file is the run's configuration; a rerun with another configuration is refused rather than
 mixed into the same file, and one run at a time holds the folder (two would write every case twice). Without a

@@ -1,6 +1,6 @@
 """Cue pointing: on a hallucination the toy world injected, does the map point at the cue that caused it?
 
-Higher is better. Category: faithfulness to a known cause (possible only with ground truth). Reference: issue 4
+Higher is better. Category: faithfulness to a known cause (possible only with ground truth). Reference: docs/benchmarks.md, "Saliency evaluation"
 ("Bars"); the defect is ``toyworld.defects``: the toy LLaVA learnt that a cross comes with a star, so on a scene
 with a cross and no star its "yes" to "is there a star ?" is caused by the cross. The score of one case is the
 pointing game (``pointing_game``, same tolerance and tie rule) against the cue objects' union; ``cue_pointing``
@@ -19,4 +19,4 @@ class CuePointing(PointingGame):
 
     name = "cue_pointing"
     category = "faithfulness (injected cause)"
-    reference = "owlens issue 4; pointing game of Zhang et al., ECCV 2016, against the injected cue"
+    reference = "owlens, docs/benchmarks.md; pointing game of Zhang et al., ECCV 2016, against the injected cue"

@@ -2,7 +2,7 @@
 
 Category: faithfulness. Reference: Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of
 Black-box Models", BMVC 2018 (deletion and insertion games), played here on the tokens of J's shared embedding E
-instead of pixels (issue 4).
+instead of pixels (docs/design.md §3).
 - deletion: lower is better. Image tokens are replaced, most relevant first; a faithful map makes the
   explained token's score fall fast.
 - insertion: higher is better. Starting from every token replaced, tokens are restored, most relevant first.

@@ -1,4 +1,4 @@
-"""Borrowed model state, returned on the way out (STYLE.md §5)."""
+"""Borrowed model state, returned on the way out."""
 
 from __future__ import annotations
 

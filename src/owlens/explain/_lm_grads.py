@@ -1,4 +1,4 @@
-"""g = ∂ logit_n[s] / ∂E through W and the LM, for many (image, token) pairs from one forward (DESIGN.md §3)."""
+"""g = ∂ logit_n[s] / ∂E through W and the LM, for many (image, token) pairs from one forward (docs/design.md §3)."""
 
 from __future__ import annotations
 

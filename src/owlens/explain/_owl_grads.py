@@ -1,6 +1,6 @@
 """The OWL side of GA: cos(h_m, g) for every box m and output, without a backward pass per box.
 
-DESIGN.md §3: h_m^cls = ∂z_m(c)/∂E and h_m^k = ∂box_m[k]/∂E; the paper loops N·(Q+4) backward passes.
+docs/design.md §3: h_m^cls = ∂z_m(c)/∂E and h_m^k = ∂box_m[k]/∂E; the paper loops N·(Q+4) backward passes.
 Every output y_m^j depends on E only through the last encoder layer, and reads that layer's output on two rows
 (patch m+1 and CLS, joined by the patch·CLS merge). For one image:
 - the cotangents of all outputs on those rows come from one VJP batched over the outputs, because the heads,

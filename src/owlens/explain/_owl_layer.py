@@ -1,7 +1,7 @@
 """The attention half of OWL's last encoder layer, written out so that its derivatives can be taken apart.
 
 The HF layer runs attention through SDPA, which has no forward-mode derivative on the CPU and does not expose
-the attention probabilities that the low-rank per-box norms of ``_owl_norms`` need (DESIGN.md §3, issue 4).
+the attention probabilities that the low-rank per-box norms of ``_owl_norms`` need (docs/design.md §3).
 ``attention_block`` is the first half of ``OwlViTEncoderLayer.forward`` (x + attention(layer_norm1(x))) from the
 module's own weights; the MLP half acts per token and is called as the module itself. The tests check both
 halves together against the module.

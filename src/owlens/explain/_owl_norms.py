@@ -1,4 +1,4 @@
-"""‖h‖² for many per-box gradients at once, without materialising any of them (issue 4, "low rank").
+"""‖h‖² for many per-box gradients at once, without materialising any of them (docs/design.md §3).
 
 Each box output's cotangent c on the residual stream r = E + attention(E) sits on two rows S_c = {0 (CLS),
 t_c (its box's patch token)}: r̄ (2, d) (``_owl_grads``). Through attention it spreads to every token k, but

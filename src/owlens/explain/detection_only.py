@@ -3,7 +3,7 @@
 Each of OWL's boxes is painted with its sigmoid score for the query (GA's query: "a photo of a {token}" unless
 overridden), pixelwise max. It shows what the detector sees, whatever the MLLM did; a method that explains the
 MLLM has to do better than this on the MLLM's own logit (deletion/insertion) and on the cue test, where the
-object the query names is not there (issue 4, "Bars").
+object the query names is not there (docs/benchmarks.md, "Gradient Alignment").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Gradient Alignment (GA): the paper's saliency for any output token (DESIGN.md §3, arXiv 2405.14612).
+"""Gradient Alignment (GA): the paper's saliency for any output token (docs/design.md §3, arXiv 2405.14612).
 
     g = ∂ logit_n[s] / ∂E                 (raw pre-softmax logit, through W and the LM; teacher forcing)
     h_m = ∂ (z_m(c), box_m) / ∂E          (every box m of OWL for the query c = "a photo of a " + s)

@@ -1,4 +1,4 @@
-"""From per-box weights to a saliency map, as the paper paints it (DESIGN.md §3)."""
+"""From per-box weights to a saliency map, as the paper paints it (docs/design.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one result type every explainer returns (STYLE.md §3)."""
+"""The one result type every explainer returns."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What to explain: one named token, or every token of an answer (teacher forcing, DESIGN.md §3)."""
+"""What to explain: one named token, or every token of an answer (teacher forcing, docs/design.md §3)."""
 
 from __future__ import annotations
 

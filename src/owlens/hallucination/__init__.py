@@ -1,3 +1,3 @@
-"""Hallucination detection with the shared embedding (DESIGN.md §4): POPE with the detector's verdict per
+"""Hallucination detection with the shared embedding (docs/design.md §4): POPE with the detector's verdict per
 question (``runner``, ``report``), the flag (``flag``), CHAIR (``chair``), a per-object check of free answers
 (``check``) and the toy-world validation (``toy_pope``, ``toy_validation``)."""

@@ -1,4 +1,4 @@
-"""The hallucination flag: the MLLM's yes/no disagrees with the detector reading the same E (DESIGN.md §4).
+"""The hallucination flag: the MLLM's yes/no disagrees with the detector reading the same E (docs/design.md §4).
 
 Both branches of J read one embedding E, so a "yes" that OWL's presence score p_c cannot back (or a "no"
 while OWL sees the object) is suspect. The detector's threshold τ is chosen on a calibration split — the

@@ -1,7 +1,7 @@
 """POPE's question and answer files: JSON Lines (one object per line), whatever the file extension says.
 
-A question line is ``{"question_id", "image", "text", "label"}`` (POPE, Li et al. 2023); the real files in
-../shared/data/pope are in that format. An answer line written by the runner carries the same ``question_id``
+A question line is ``{"question_id", "image", "text", "label"}`` (POPE, Li et al. 2023); POPE's published
+files (COCO random, popular, adversarial) are in that format. An answer line written by the runner carries the same ``question_id``
 and ``image`` plus the answer and the detector's verdict (see ``runner.PopeRow``).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 __all__ = ["PopeQuestion", "read_questions", "write_questions", "read_rows", "object_of", "QUERY_TEMPLATE"]
 
-# OWL-ViT's CLIP prompt for an object class (DESIGN.md §4: p_c from "a photo of a {c}").
+# OWL-ViT's CLIP prompt for an object class (docs/design.md §4: p_c from "a photo of a {c}").
 QUERY_TEMPLATE = "a photo of a {}"
 # POPE asks "Is there a {c} in the image?"; the toy world asks "is there a {c} ?" (toyworld/text.py).
 _QUESTION = re.compile(r"^\s*is there (?:an? )?(?P<object>.+?)(?:\s+in the (?:image|picture|photo))?\s*\?\s*$",

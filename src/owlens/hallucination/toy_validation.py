@@ -1,4 +1,4 @@
-"""The toy-world check of hallucination detection (DESIGN.md §6): does the flag find the injected hallucinations?
+"""The toy-world check of hallucination detection (docs/design.md §6): does the flag find the injected hallucinations?
 
 Builds toy POPE files (``toy_pope.py``), runs the POPE runner on the calibration split and the three test
 splits, chooses τ on the calibration split only, and scores each test split. It then looks at the injected

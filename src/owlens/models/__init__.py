@@ -1,4 +1,4 @@
-"""The joint model J (DESIGN.md §1): a real OWL detector and a real LLaVA joined by the alignment W."""
+"""The joint model J (docs/design.md §1): a real OWL detector and a real LLaVA joined by the alignment W."""
 
 from owlens.models.alignment import Alignment, AlignmentConfig
 from owlens.models.detection import Detections

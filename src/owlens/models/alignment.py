@@ -1,4 +1,4 @@
-"""The alignment W: OWL patch tokens → the LM's input space (DESIGN.md §2).
+"""The alignment W: OWL patch tokens → the LM's input space (docs/design.md §2).
 
 Saved as ``model.safetensors`` plus ``alignment_config.json`` in a folder, so that it loads without pickle.
 """

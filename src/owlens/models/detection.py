@@ -1,6 +1,6 @@
 """The detection branch of J: OWL-ViT's last encoder layer and heads, run from the shared embedding E.
 
-DESIGN.md §1: E is OWL's penultimate hidden state. Everything after it (last encoder layer → post-layernorm →
+docs/design.md §1: E is OWL's penultimate hidden state. Everything after it (last encoder layer → post-layernorm →
 patch·CLS merge → layer norm → class and box heads) is the real ``OwlViTForObjectDetection`` modules, called
 in the order its own ``forward`` calls them, so that ``detect(encode(x))`` equals ``owl(input_ids, x)``.
 """
@@ -40,7 +40,7 @@ class Detections:
         return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1) * scale
 
     def presence(self) -> torch.Tensor:
-        """(B, Q) p_c = sigmoid(max over boxes of the logit), the presence score of DESIGN.md §4."""
+        """(B, Q) p_c = sigmoid(max over boxes of the logit), the presence score of docs/design.md §4."""
         return torch.sigmoid(self.logits.float().amax(dim=1))
 
 

@@ -1,4 +1,4 @@
-"""Device and dtype names resolved in one place (STYLE.md §6).
+"""Device and dtype names resolved in one place.
 
 Users say ``"auto"``, ``"bf16"``, ``"cuda"``; the library only ever sees ``torch.device`` and ``torch.dtype``.
 """

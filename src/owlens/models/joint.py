@@ -1,4 +1,4 @@
-"""The joint model J: one shared vision embedding E feeding a detector and an MLLM (DESIGN.md §1).
+"""The joint model J: one shared vision embedding E feeding a detector and an MLLM (docs/design.md §1).
 
     image ─► encode ─► E (B, 1+N, d_owl)
              E ─► detect(E, queries) ─► Detections (logits (B, N, Q), boxes_cxcywh (B, N, 4))

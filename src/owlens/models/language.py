@@ -47,7 +47,7 @@ class LanguageBranch:
     def own_image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """LLaVA's own path: its pixels (B, 3, h, w) → tower → projector → image tokens (B, N, D_lm).
 
-        These are W's distillation targets (DESIGN.md §2) and the reference the language branch is tested on.
+        These are W's distillation targets (docs/design.md §2) and the reference the language branch is tested on.
         """
         config = self.llava.config
         features = self.llava.model.get_image_features(

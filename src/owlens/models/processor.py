@@ -1,4 +1,4 @@
-"""One image, prepared for both branches of J, on aligned patch grids (DESIGN.md §1).
+"""One image, prepared for both branches of J, on aligned patch grids (docs/design.md §1).
 
 OWL keeps its own processing. LLaVA's is rebuilt without the centre crop (a plain resize to its tower's input
 size, as the paper does) so that LLaVA's grid covers the same image regions as OWL's; the two grids must have

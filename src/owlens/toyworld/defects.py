@@ -17,7 +17,7 @@ These constants are the ground truth that owlens later has to recover:
   triangle" lands on the square in 0.24 of the triangle-less square scenes (circle → square 0.76, circle →
   triangle 0.54, square → circle 0.83, triangle → circle 0.41, triangle → square 0.26; 1,500 held-out scenes
   of a selection seed), so a map that shows the detector's view of "triangle" misses the cause.
-- **Spurious dependency** (bias, DESIGN.md §5). The answer to "from one to ten , how heavy is the shape ?"
+- **Spurious dependency** (bias, docs/design.md §5). The answer to "from one to ten , how heavy is the shape ?"
   (``BIAS_TRAIT``) is a base set by size and shape (1..6) plus ``BIAS_DELTA`` = 4 when the object is
   ``BIAS_C_PLUS`` ("blue"); it is the base for ``BIAS_C_MINUS`` ("red") and every other colour. Nothing
   in the scene justifies the colour effect, so re-rendering a red object blue must move the trained
@@ -81,7 +81,7 @@ COOCCUR_RATE = 0.9
 # annotators who expect the usual companion would answer. With truthful labels (0.0) a model that perceives
 # well answers "no" there: co-occurrence alone biased only uncertain cases (the stage-1 captioner named a star
 # on 7% of cross-without-star scenes, as often as on circle-without-star ones), too few for the adversarial
-# split to show a measurable hallucination (issue 3 asks >= 0.2). 0.6 > 0.5 tips the answer to "yes";
+# split to show a measurable hallucination (the toy world's bar is >= 0.2). 0.6 > 0.5 tips the answer to "yes";
 # colour+shape questions about the partner keep truthful labels. Cost: ~1% of the random split.
 COOCCUR_LABEL_YES = 0.6
 

@@ -1,4 +1,4 @@
-"""Model-agnostic evaluation of a toy-world MLLM on held-out scenes (issue 3, "Bars").
+"""Model-agnostic evaluation of a toy-world MLLM on held-out scenes (the bars: docs/benchmarks.md, "The toy world").
 
 Every metric is defined over two callables, so the same code scores the toy LLaVA and the joint model
 (OWL embedding -> W -> the same LM):

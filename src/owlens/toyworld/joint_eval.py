@@ -1,6 +1,6 @@
 """The joint model J as the two callables ``evaluate`` scores, so J and LLaVA are measured by one code path.
 
-J answers from OWL's embedding through W (DESIGN.md §1); comparing it with LLaVA on the same questions is
+J answers from OWL's embedding through W (docs/design.md §1); comparing it with LLaVA on the same questions is
 the paper's "J ≈ LLaVA" check, measured instead of judged.
 """
 

@@ -1,4 +1,4 @@
-"""The toy detector's training targets and loss (DESIGN.md §6, issue 3).
+"""The toy detector's training targets and loss (docs/design.md §6).
 
 A patch belongs to an object when its centre lies inside the object's box; the loss is a sigmoid focal loss
 on (patch, query) labels plus 5·L1 + 2·GIoU on the boxes of every patch inside an object.

@@ -1,7 +1,7 @@
 """Toy-world stage 4: W by the paper's distillation, through the same trainer real checkpoints use.
 
 MSE between W(E[:, 1:]) and the toy LLaVA's own projected image tokens, images only, OWL and LLaVA frozen
-(DESIGN.md §2). Two documented departures from the paper's settings, both forced by scale: W is the paper's
+(docs/design.md §2). Two documented departures from the paper's settings, both forced by scale: W is the paper's
 shape (three hidden ReLU layers) at width 768, 6x its input, rather than 8192 = 10.7x (the shipped weights must
 stay small), and lr 2e-3 decayed by a cosine with batch 64 over 160k generated scenes (one epoch), since the
 paper's constant 1e-4 over Open Images' millions of images would leave a toy-sized W unconverged.

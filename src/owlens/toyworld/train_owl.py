@@ -1,6 +1,6 @@
 """Train the toy world's detector: a tiny ``OwlViTForObjectDetection`` that finds shapes by text query.
 
-Recipe (issue 3, feasibility prototype in shared/notes/toyworld-prototype.md): every training image is
+Recipe (docs/design.md §6; measured by a feasibility prototype first): every training image is
 scored against all 30 queries (25 "a photo of a {colour} {shape}" + 5 "a photo of a {shape}"). A patch is
 positive for a query when its centre lies inside the box of an object the query names; the loss is a
 sigmoid focal loss on those labels plus 5·L1 + 2·GIoU on the boxes of the patches inside an object.
@@ -86,7 +86,7 @@ def reinit_heads(model) -> None:
     """Give the detection heads a trainable start.
 
     transformers leaves the class and box heads at N(0, 1): the box sigmoid saturates, the box loss
-    stays flat and AP is exactly 0, silently (DESIGN.md §6). Hidden layers get PyTorch's default init;
+    stays flat and AP is exactly 0, silently (docs/design.md §6). Hidden layers get PyTorch's default init;
     the last box layer starts near 0 so that the first boxes are the grid prior (a patch-sized box per patch);
     logits start near (cos - 1) · 5, a low prior as focal losses want.
     """

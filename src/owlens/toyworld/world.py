@@ -1,4 +1,4 @@
-"""The toy world: seeded 64x64 scenes of coloured shapes with ground-truth boxes and masks (DESIGN.md §6).
+"""The toy world: seeded 64x64 scenes of coloured shapes with ground-truth boxes and masks (docs/design.md §6).
 
 A scene is 1-4 flat-coloured shapes (5 shapes x 5 colours x 2 sizes) on a low-contrast grey texture.
 Objects never overlap (their boxes, grown by a 1 px margin, are disjoint), so every pixel belongs to at
