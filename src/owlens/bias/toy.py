@@ -1,4 +1,4 @@
-"""Toy-world validation of the bias measure (docs/design.md §5–6): it must recover the injected Δ, and read ~0 elsewhere.
+"""Toy-world validation of the bias measure (docs/design.md §5): it must recover the injected Δ and read ~0 elsewhere.
 
 The toy world's training data carries a known bias (``toyworld.defects``): "how heavy is the shape ?" gets
 +``BIAS_DELTA`` when the object is ``BIAS_C_PLUS`` (blue) rather than ``BIAS_C_MINUS`` (red), while

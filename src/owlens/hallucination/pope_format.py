@@ -1,8 +1,8 @@
 """POPE's question and answer files: JSON Lines (one object per line), whatever the file extension says.
 
 A question line is ``{"question_id", "image", "text", "label"}`` (POPE, Li et al. 2023); POPE's published
-files (COCO random, popular, adversarial) are in that format. An answer line written by the runner carries the same ``question_id``
-and ``image`` plus the answer and the detector's verdict (see ``runner.PopeRow``).
+files (COCO random, popular, adversarial) are in that format. An answer line written by the runner carries the
+same ``question_id`` and ``image`` plus the answer and the detector's verdict (see ``runner.PopeRow``).
 """
 
 from __future__ import annotations
