@@ -2,7 +2,8 @@
 
 Higher is better. Category: faithfulness to a known cause (possible only with ground truth).
 Reference: docs/benchmarks.md, "Saliency evaluation"; the defect is ``toyworld.defects``: the toy LLaVA learnt
-that a cross comes with a star, so on a scene with a cross and no star its "yes" to "is there a star ?" is caused by the cross. The score of one case is the
+that a cross comes with a star, so on a scene with a cross and no star its "yes" to "is there a star ?" is
+caused by the cross. The score of one case is the
 pointing game (``pointing_game``, same tolerance and tie rule) against the cue objects' union; ``cue_pointing``
 is its mean over the cases. A map of what the detector sees for "a star" has nothing true to find there.
 """
