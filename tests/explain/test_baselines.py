@@ -260,3 +260,23 @@ def test_attentions_outside_eager_attention_are_refused(model):
                         "a photo of a {}")
     with pytest.raises(RuntimeError, match="run inside eager_attention"):
         lm_pass(model, inputs.embedding, plans, attentions=True)
+
+
+def test_nested_borrows_restore_the_state_once_at_the_outer_exit():
+    from torch import nn
+
+    from owlens.explain._borrow import borrowed
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).train()
+    model[0].bias.requires_grad_(False)
+    with borrowed(model):
+        with borrowed(model):
+            assert not model.training and not any(p.requires_grad for p in model.parameters())
+        # The inner exit gives nothing back: the outer block still holds the model.
+        assert not model.training and not model[0].weight.requires_grad
+    assert model.training and model[1].training
+    assert model[0].weight.requires_grad and not model[0].bias.requires_grad
+    with pytest.raises(RuntimeError):
+        with borrowed(model):
+            raise RuntimeError("an explainer failed")
+    assert model.training and model[0].weight.requires_grad

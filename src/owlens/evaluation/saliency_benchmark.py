@@ -38,6 +38,7 @@ from owlens.evaluation.pixel_deletion import PixelDeletionInsertion
 from owlens.evaluation.saliency_cases import SaliencyCase, cue_candidates, object_cases, reference_token
 from owlens.evaluation.saliency_scoring import POINTING_TOLERANCE_PX, causal_row, score_maps
 from owlens.evaluation.saliency_summary import SaliencyReport, summarise
+from owlens.explain._borrow import borrowed
 from owlens.toyworld import defects
 
 __all__ = ["POINTING_TOLERANCE_PX", "SaliencyReport", "run_saliency_benchmark", "summarise"]
@@ -117,10 +118,11 @@ class CaseRunner:
         self.explainers = {name: make_explainer(name, model) for name in methods}
 
     def __call__(self, case: SaliencyCase, embedding: torch.Tensor, extra: dict) -> dict:
-        truth = causal_truth(self.model, [case])[0]
-        return {"kind": case.kind, "index": case.index, "cue": case.cue, "token": case.token, **extra,
-                "causal": causal_row(case, truth),
-                "methods": _explain_case(self.model, case, embedding, self.explainers, truth, self.games, self.seed)}
+        with borrowed(self.model):  # once per case: the explainers' and games' own borrows are then free
+            truth = causal_truth(self.model, [case])[0]
+            return {"kind": case.kind, "index": case.index, "cue": case.cue, "token": case.token, **extra,
+                    "causal": causal_row(case, truth), "methods": _explain_case(
+                        self.model, case, embedding, self.explainers, truth, self.games, self.seed)}
 
 
 class _WorkerRunner:
