@@ -193,6 +193,37 @@ def test_a_full_disk_is_one_line(pope, tiny_model_args, capsys, tmp_path):
         subprocess.run(["umount", str(disk)])
 
 
+@pytest.mark.parametrize("command", ["pope", "saliency"])
+def test_a_read_only_out_is_one_line(command, pope, tiny_model_args, capsys, tmp_path):
+    """A read-only place for --out: exit 2, one line, no traceback. Root ignores file modes, so as root the
+    folder is a read-only tmpfs; otherwise a folder without write permission."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    mounted = False
+    if os.geteuid() == 0:
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(locked)]).returncode:
+            pytest.skip("cannot mount a read-only tmpfs here")
+        mounted = True
+    else:
+        locked.chmod(0o555)
+    try:
+        if command == "pope":
+            argv = ["pope", "run", str(pope / "q.json"), "--images", str(pope / "images"), "--out",
+                    str(locked / "answers.jsonl"), "--max-new-tokens", "2", "--no-progress"]
+        else:
+            argv = ["evaluate", "saliency", "--scenes", "1", "--steps", "2", "--methods", "random", "--no-progress",
+                    "--out", str(locked / "sal")]
+        assert main([*argv, *tiny_model_args]) == 2
+        line = _one_line_error(capsys)
+        assert "Read-only file system" in line or "Permission denied" in line
+        assert list(locked.iterdir()) == []
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(locked)])
+        else:
+            locked.chmod(0o755)
+
+
 def test_a_saliency_evaluation_folder_renders(tiny_model_args, tmp_path, capsys):
     out = tmp_path / "sal"
     assert main(["evaluate", "saliency", "--scenes", "2", "--steps", "2", "--methods", "ga,random", "--json",
