@@ -8,13 +8,13 @@ not Explanation", NAACL 2019): it is here as the baseline a reviewer asks for.
 
 from __future__ import annotations
 
-from owlens.explain._baseline import BaselineExplainer, grid_saliency
+from owlens.explain._base import Explainer, grid_saliency
 from owlens.explain._lm_pass import eager_attention, lm_pass
 
 __all__ = ["Attention"]
 
 
-class Attention(BaselineExplainer):
+class Attention(Explainer):
     """``Attention(model).explain((image, prompt), target="circle")``: last layer, heads averaged."""
 
     method = "attention"

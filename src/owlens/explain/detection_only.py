@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from owlens.explain._baseline import BaselineExplainer
+from owlens.explain._base import Explainer
 from owlens.explain._lm_pass import lm_pass
 from owlens.explain.maps import boxes_to_pixels, paint_boxes
 from owlens.explain.saliency import Saliency
@@ -18,7 +18,7 @@ from owlens.explain.saliency import Saliency
 __all__ = ["DetectionOnly"]
 
 
-class DetectionOnly(BaselineExplainer):
+class DetectionOnly(Explainer):
     """``DetectionOnly(model).explain((image, prompt), target="circle")``: boxes painted with their scores.
 
     ``class_weights`` holds the raw sigmoid scores (not min-maxed: they are probabilities already). The logit

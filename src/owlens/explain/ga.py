@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import torch
 
-from owlens.explain._borrow import borrowed
+from owlens.explain._base import Explainer
 from owlens.explain._lm_grads import logit_gradients
 from owlens.explain._owl_grads import box_cosines, compiled_box_cosines
-from owlens.explain.inputs import ExplainInputs, as_inputs
+from owlens.explain.inputs import ExplainInputs
 from owlens.explain.maps import boxes_to_pixels, minmax, paint_boxes
 from owlens.explain.saliency import Saliency
-from owlens.explain.targets import AnswerTarget, TokenPlan, TokenTarget, as_target, plan_tokens
+from owlens.explain.targets import PAPER_QUERY_TEMPLATE, TokenPlan
 
 __all__ = ["GradientAlignment", "PAPER_QUERY_TEMPLATE"]
 
-PAPER_QUERY_TEMPLATE = "a photo of a {}"  # the paper's OWL query for token s
 
-
-class GradientAlignment:
+class GradientAlignment(Explainer):
     """``GradientAlignment(model).explain((image, prompt), target="bird") -> Saliency``.
 
     model: a ``JointModel`` with its processor. query_template: the detector query for a token (paper default).
@@ -40,35 +38,13 @@ class GradientAlignment:
 
     def __init__(self, model, *, query_template: str = PAPER_QUERY_TEMPLATE, chunk: int | None = None,
                  compile: bool = False):
-        if "{}" not in query_template:
-            raise ValueError(f"query_template needs a '{{}}' for the token; received {query_template!r}")
-        if model.processor is None:
-            raise ValueError("GA needs the model's processor (its tokenizers name tokens and queries); load the "
-                             "model with JointModel.from_pretrained or pass processor= to JointModel")
-        self.model, self.query_template, self.chunk = model, query_template, chunk
+        super().__init__(model, query_template=query_template)
+        self.chunk = chunk
         self._box_cosines = compiled_box_cosines if compile else box_cosines
 
-    def explain(self, inputs, target: str | int | TokenTarget, *, query: str | None = None) -> Saliency:
-        """One image, one token. ``inputs``: ``ExplainInputs`` or (image, prompt); ``query`` overrides the concept."""
-        inputs = as_inputs(self.model, inputs)
-        if inputs.batch != 1:
-            raise ValueError(f"explain takes one image; received {inputs.batch}: use explain_all for a batch")
-        if isinstance(target, AnswerTarget):
-            raise ValueError("an AnswerTarget explains several tokens: use explain_all")
-        return self.explain_all(inputs, as_target(target, query))[0][0]
-
-    def explain_all(self, inputs, target: str | int | TokenTarget | AnswerTarget,
-                    *, query: str | None = None) -> list[list[Saliency]]:
-        """Every image of a batch, and every token an ``AnswerTarget`` names → ``[image][token]`` saliencies."""
-        inputs = as_inputs(self.model, inputs)
-        target = as_target(target, query)
-        with borrowed(self.model):
-            plans = plan_tokens(self.model, inputs.input_ids, inputs.attention_mask, inputs.embedding, target,
-                                self.query_template)
-            if not any(plan.positions for plan in plans):
-                return [[] for _ in plans]
-            grads, logits = logit_gradients(self.model, inputs.embedding, plans)  # (B, L, 1+N, d), (B, L)
-            return [self._image(inputs, b, plan, grads[b], logits[b]) for b, plan in enumerate(plans)]
+    def _explain(self, inputs: ExplainInputs, plans: list[TokenPlan]) -> list[list[Saliency]]:
+        grads, logits = logit_gradients(self.model, inputs.embedding, plans)  # (B, L, 1+N, d), (B, L)
+        return [self._image(inputs, b, plan, grads[b], logits[b]) for b, plan in enumerate(plans)]
 
     def _image(self, inputs: ExplainInputs, b: int, plan: TokenPlan, grads: torch.Tensor,
                logits: torch.Tensor) -> list[Saliency]:

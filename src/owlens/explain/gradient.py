@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from owlens.explain._baseline import BaselineExplainer, grid_saliency
+from owlens.explain._base import Explainer, grid_saliency
 from owlens.explain._lm_pass import lm_pass
 
 __all__ = ["Gradient"]
 
 
-class Gradient(BaselineExplainer):
+class Gradient(Explainer):
     """``Gradient(model).explain((image, prompt), target="circle")``: L2 norm over channels of ∂logit/∂v, per token."""
 
     method = "gradient"

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from owlens.explain._baseline import BaselineExplainer, grid_saliency
+from owlens.explain._base import Explainer, grid_saliency
 from owlens.explain._lm_pass import lm_pass
 
 __all__ = ["GradientInput"]
 
 
-class GradientInput(BaselineExplainer):
+class GradientInput(Explainer):
     """``GradientInput(model, absolute=False).explain((image, prompt), target="circle")``."""
 
     method = "gradient_input"

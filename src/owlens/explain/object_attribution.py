@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from owlens.explain._baseline import BaselineExplainer, grid_to_image
+from owlens.explain._base import Explainer, grid_to_image
 from owlens.explain._lm_grads import logit_gradients, pad_plans
 from owlens.explain.maps import boxes_to_pixels, paint_boxes
 from owlens.explain.saliency import ObjectEvidence, Saliency
@@ -73,7 +73,7 @@ def covered_tokens(boxes_xyxy_px: torch.Tensor, grid: tuple[int, int], size: tup
     return inside
 
 
-class ObjectAttribution(BaselineExplainer):
+class ObjectAttribution(Explainer):
     """``ObjectAttribution(model).explain((image, prompt), target="star")`` → a map, and ``Saliency.objects``.
 
     vocabulary: the concepts that name a box (default ``default_vocabulary(model)``); atoms: "nms" (boxes

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from owlens.explain._baseline import BaselineExplainer, grid_saliency
+from owlens.explain._base import Explainer, grid_saliency
 from owlens.explain._lm_pass import lm_pass
 
 __all__ = ["RandomMap"]
 
 
-class RandomMap(BaselineExplainer):
+class RandomMap(Explainer):
     """``RandomMap(model, seed=0).explain((image, prompt), target="circle")``: one uniform value per grid cell."""
 
     method = "random"

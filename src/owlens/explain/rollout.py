@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from owlens.explain._baseline import BaselineExplainer, grid_saliency
+from owlens.explain._base import Explainer, grid_saliency
 from owlens.explain._lm_pass import eager_attention, lm_pass
 
 __all__ = ["AttentionRollout", "rollout"]
@@ -33,7 +33,7 @@ def rollout(attentions: Sequence[torch.Tensor], rows: torch.Tensor, *, residual:
     return flow
 
 
-class AttentionRollout(BaselineExplainer):
+class AttentionRollout(Explainer):
     """``AttentionRollout(model).explain((image, prompt), target="circle")``: every LM layer, residual 0.5."""
 
     method = "rollout"

@@ -1,8 +1,9 @@
-"""The pipeline every baseline shares with GA: inputs, target semantics, borrowed state, the ``Saliency``.
+"""The pipeline every explainer shares, GA included: inputs, target semantics, borrowed state, the ``Saliency``.
 
-A baseline only says how it turns planned tokens into maps (``_explain``); this base resolves the target as GA
-does (``targets.plan_tokens``: the last sub-token of a string, teacher forcing for answers, the detector query
-"a photo of a {token}" unless overridden), so that every method explains the same logit of the same token.
+A method only says how it turns planned tokens into maps (``_explain``); this base checks the model and the
+query template once, and resolves the target the same way for all (``targets.plan_tokens``: the last sub-token
+of a string, teacher forcing for answers, the detector query "a photo of a {token}" unless overridden), so that
+every method explains the same logit of the same token.
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from owlens.explain._borrow import borrowed
-from owlens.explain.ga import PAPER_QUERY_TEMPLATE
 from owlens.explain.inputs import ExplainInputs, as_inputs
 from owlens.explain.maps import paint_boxes
 from owlens.explain.saliency import Saliency
-from owlens.explain.targets import AnswerTarget, TokenPlan, TokenTarget, as_target, plan_tokens
+from owlens.explain.targets import PAPER_QUERY_TEMPLATE, AnswerTarget, TokenPlan, TokenTarget, as_target, plan_tokens
 
-__all__ = ["BaselineExplainer", "grid_to_image", "grid_saliency"]
+__all__ = ["Explainer", "grid_to_image", "grid_saliency"]
 
 
-class BaselineExplainer:
+class Explainer:
     """``Method(model).explain((image, prompt), target="circle") -> Saliency``; ``explain_all`` for batches/answers."""
 
     method = ""
