@@ -216,3 +216,41 @@ def test_unloadable_weights_are_one_line(damage, tmp_path, image, capsys):
     code = main(["describe", image, "--prompt", "hi", "--owl", paths["owl"], "--mllm", paths["mllm"],
                  "--projector", paths["projector"], "--device", "cpu"])
     assert code == 2 and "MLLM (mllm) weights" in _one_line_error(capsys)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder no run may write: mode 555, or, as root (whom mode bits do not stop), a read-only tmpfs."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip("running as root, which writes through a folder's mode bits, and a read-only tmpfs cannot be "
+                    "mounted here: no folder this test could make read-only")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)])
+
+
+@pytest.mark.parametrize("command", ["pope", "bias", "evaluate saliency"])
+def test_a_read_only_out_is_one_line_and_exit_2(command, read_only, pope, tiny_model_args, capsys):
+    import yaml
+
+    (pope / "spec.yaml").write_text(yaml.safe_dump({
+        "images": str(pope / "images"), "traits": ["heavy"],
+        "groups": [{"name": "g", "folder": ".", "c_minus": "a red circle", "c_plus": "a blue circle"}]}))
+    argv = {"pope": ["pope", "run", str(pope / "q.json"), "--images", str(pope / "images"), "--out",
+                     str(read_only / "answers.jsonl"), "--max-new-tokens", "2"],
+            "bias": ["bias", str(pope / "spec.yaml"), "--out", str(read_only / "bias")],
+            "evaluate saliency": ["evaluate", "saliency", "--scenes", "1", "--steps", "2", "--methods", "random",
+                                  "--out", str(read_only / "saliency")]}[command]
+    assert main([*argv, "--no-progress", *tiny_model_args]) == 2
+    err = _one_line_error(capsys)
+    assert ("Permission denied" in err or "Read-only file system" in err) and str(read_only) in err
+    assert not any(read_only.iterdir())
