@@ -155,6 +155,21 @@ def test_a_second_pope_run_on_one_out_is_refused(pope, tiny_model_args, capsys):
         child.wait()
 
 
+def test_a_pope_run_with_no_readable_image_is_one_line_and_exit_2(pope, tiny_model_args, capsys):
+    os.replace(pope / "images" / "a.png", pope / "a.png")
+    assert _pope(pope, tiny_model_args) == 2
+    assert "none of the 2 images" in _one_line_error_after_skips(capsys) and not (pope / "answers.run").exists()
+    os.replace(pope / "a.png", pope / "images" / "a.png")  # put back: the rerun answers what it can
+    assert _pope(pope, tiny_model_args) == 0
+    assert len((pope / "answers.jsonl").read_text().splitlines()) == 2
+
+
+def _one_line_error_after_skips(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err) and err[-1].startswith("owlens pope: error:")
+    return err[-1]
+
+
 def test_a_torn_last_line_is_dropped_and_redone(pope, tiny_model_args):
     assert _pope(pope, tiny_model_args) == 0
     whole = (pope / "answers.jsonl").read_text().splitlines()
