@@ -155,6 +155,21 @@ def test_a_second_pope_run_on_one_out_is_refused(pope, tiny_model_args, capsys):
         child.wait()
 
 
+def test_a_pope_run_with_no_readable_image_is_one_line_and_exit_2(pope, tiny_model_args, capsys):
+    os.replace(pope / "images" / "a.png", pope / "a.png")
+    assert _pope(pope, tiny_model_args) == 2
+    assert "none of the 2 images" in _one_line_error_after_skips(capsys) and not (pope / "answers.run").exists()
+    os.replace(pope / "a.png", pope / "images" / "a.png")  # put back: the rerun answers what it can
+    assert _pope(pope, tiny_model_args) == 0
+    assert len((pope / "answers.jsonl").read_text().splitlines()) == 2
+
+
+def _one_line_error_after_skips(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err) and err[-1].startswith("owlens pope: error:")
+    return err[-1]
+
+
 def test_a_torn_last_line_is_dropped_and_redone(pope, tiny_model_args):
     assert _pope(pope, tiny_model_args) == 0
     whole = (pope / "answers.jsonl").read_text().splitlines()
@@ -193,37 +208,6 @@ def test_a_full_disk_is_one_line(pope, tiny_model_args, capsys, tmp_path):
         subprocess.run(["umount", str(disk)])
 
 
-@pytest.mark.parametrize("command", ["pope", "saliency"])
-def test_a_read_only_out_is_one_line(command, pope, tiny_model_args, capsys, tmp_path):
-    """A read-only place for --out: exit 2, one line, no traceback. Root ignores file modes, so as root the
-    folder is a read-only tmpfs; otherwise a folder without write permission."""
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    mounted = False
-    if os.geteuid() == 0:
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(locked)]).returncode:
-            pytest.skip("cannot mount a read-only tmpfs here")
-        mounted = True
-    else:
-        locked.chmod(0o555)
-    try:
-        if command == "pope":
-            argv = ["pope", "run", str(pope / "q.json"), "--images", str(pope / "images"), "--out",
-                    str(locked / "answers.jsonl"), "--max-new-tokens", "2", "--no-progress"]
-        else:
-            argv = ["evaluate", "saliency", "--scenes", "1", "--steps", "2", "--methods", "random", "--no-progress",
-                    "--out", str(locked / "sal")]
-        assert main([*argv, *tiny_model_args]) == 2
-        line = _one_line_error(capsys)
-        assert "Read-only file system" in line or "Permission denied" in line
-        assert list(locked.iterdir()) == []
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(locked)])
-        else:
-            locked.chmod(0o755)
-
-
 def test_a_saliency_evaluation_folder_renders(tiny_model_args, tmp_path, capsys):
     out = tmp_path / "sal"
     assert main(["evaluate", "saliency", "--scenes", "2", "--steps", "2", "--methods", "ga,random", "--json",
@@ -247,3 +231,41 @@ def test_unloadable_weights_are_one_line(damage, tmp_path, image, capsys):
     code = main(["describe", image, "--prompt", "hi", "--owl", paths["owl"], "--mllm", paths["mllm"],
                  "--projector", paths["projector"], "--device", "cpu"])
     assert code == 2 and "MLLM (mllm) weights" in _one_line_error(capsys)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder no run may write: mode 555, or, as root (whom mode bits do not stop), a read-only tmpfs."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip("running as root, which writes through a folder's mode bits, and a read-only tmpfs cannot be "
+                    "mounted here: no folder this test could make read-only")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)])
+
+
+@pytest.mark.parametrize("command", ["pope", "bias", "evaluate saliency"])
+def test_a_read_only_out_is_one_line_and_exit_2(command, read_only, pope, tiny_model_args, capsys):
+    import yaml
+
+    (pope / "spec.yaml").write_text(yaml.safe_dump({
+        "images": str(pope / "images"), "traits": ["heavy"],
+        "groups": [{"name": "g", "folder": ".", "c_minus": "a red circle", "c_plus": "a blue circle"}]}))
+    argv = {"pope": ["pope", "run", str(pope / "q.json"), "--images", str(pope / "images"), "--out",
+                     str(read_only / "answers.jsonl"), "--max-new-tokens", "2"],
+            "bias": ["bias", str(pope / "spec.yaml"), "--out", str(read_only / "bias")],
+            "evaluate saliency": ["evaluate", "saliency", "--scenes", "1", "--steps", "2", "--methods", "random",
+                                  "--out", str(read_only / "saliency")]}[command]
+    assert main([*argv, "--no-progress", *tiny_model_args]) == 2
+    err = _one_line_error(capsys)
+    assert ("Permission denied" in err or "Read-only file system" in err) and str(read_only) in err
+    assert not any(read_only.iterdir())

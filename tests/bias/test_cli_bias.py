@@ -51,6 +51,26 @@ def test_bias_on_the_toy_spec_matches_the_toy_validation(tiny_model_args, toy_ru
     assert len((out / "records.jsonl").read_text().splitlines()) == 4
 
 
+def test_a_one_image_bias_run_prints_no_ci_and_says_why(tiny_model_args, toy_run, tmp_path, capsys):
+    root, _ = toy_run
+    (tmp_path / "one" / "red").mkdir(parents=True)
+    (tmp_path / "one" / "red" / "0000.png").write_bytes((root / "toy-images" / "red" / "0000.png").read_bytes())
+    spec = yaml.safe_load((EXAMPLES / "toy.yaml").read_text())
+    spec.update(images=str(tmp_path / "one"), traits=["heavy"], perturbation={"method": "fgsm"}, max_new_tokens=2)
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(spec))
+    capsys.readouterr()
+    assert main(["bias", str(tmp_path / "one.yaml"), "--out", str(tmp_path / "run"), "--no-progress",
+                 *tiny_model_args]) == 0
+    printed = capsys.readouterr()
+    heavy = next(line for line in printed.out.splitlines() if line.strip().startswith("heavy:"))
+    assert heavy.count("[n/a, n/a]") == 4  # adversarial, random, orthogonal, identity: a delta each, no CI
+    warnings = [line for line in printed.err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "95% CI needs at least 2 images" in warnings[0] and "received 1" in warnings[0]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["groups"]["red"]["traits"]["heavy"]["adversarial"]["expected"]["ci95"] == [None, None]
+    assert main(["report", str(tmp_path / "run")]) == 0
+
+
 def test_evaluate_bias_text_mode(tiny_model_args, capsys):
     assert main(["evaluate", "bias", "--n-scenes", "2", "--method", "pgd", "--epsilon", "0.5", "--steps", "2",
                  *tiny_model_args]) == 0
@@ -66,16 +86,3 @@ def test_a_bad_spec_fails_before_any_model_is_loaded(tmp_path, capsys):
                  "--mllm", "/no/such/mllm", "--projector", "/no/such/w"]) == 2
     err = capsys.readouterr().err
     assert "groups[0].folder" in err and "holds no images" in err
-
-
-def test_one_image_gives_no_confidence_interval(tiny_model_args, toy_run, tmp_path, capsys):
-    root, _ = toy_run
-    (tmp_path / "toy-images" / "red").mkdir(parents=True)
-    first = sorted((root / "toy-images" / "red").iterdir())[0]
-    (tmp_path / "toy-images" / "red" / first.name).write_bytes(first.read_bytes())
-    spec = tmp_path / "toy.yaml"
-    spec.write_text((EXAMPLES / "toy.yaml").read_text())
-    assert main(["bias", str(spec), "--out", str(tmp_path / "run"), "--no-progress", *tiny_model_args]) == 0
-    captured = capsys.readouterr()
-    assert "red has one readable image: no confidence interval" in captured.err
-    assert "[no CI: 1 image]" in captured.out and "[+" not in captured.out.split("OWL swap rate")[1]

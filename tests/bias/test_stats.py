@@ -35,6 +35,13 @@ def test_paired_delta_drops_and_counts_unknown_pairs():
     assert result.ci95 == (1.0, 1.0) and result.contains(1.0) and not result.contains(0.0)
 
 
+def test_one_pair_has_no_ci():
+    # Every resample of one pair is that pair: its bootstrap interval would have zero width, not certainty.
+    assert all(np.isnan(bootstrap_ci(np.array([3.0]))))
+    result = paired_delta([5.0], [4.0], resamples=200)
+    assert result.delta == 1.0 and result.n == 1 and result.to_dict()["ci95"] == [None, None]
+
+
 def test_no_pairs_is_nan_and_json_null():
     result = paired_delta([None], [1])
     assert result.n == 0 and np.isnan(result.delta)

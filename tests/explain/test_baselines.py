@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from owlens.explain import AnswerTarget, ExplainInputs, GradientAlignment, TokenTarget
-from owlens.explain._baseline import grid_to_image
+from owlens.explain._base import grid_to_image
 from owlens.explain.registry import METHODS, make_explainer
 from owlens.explain.rollout import rollout
 from owlens.models.tiny import tiny_joint, tiny_processor

@@ -21,7 +21,7 @@ class PairedDelta:
     """Mean of after − before over the pairs where both are known.
 
     delta: mean paired difference (positive: the perturbation raised the score).
-    ci95: percentile bootstrap 95% interval of the mean (lo, hi); NaN when there are no pairs.
+    ci95: percentile bootstrap 95% interval of the mean (lo, hi); NaN with fewer than 2 pairs.
     p_value: two-sided sign-flip permutation test of "the differences are symmetric about 0".
     n: pairs used; n_missing: pairs dropped because either side is unknown (an unparseable answer).
     """
@@ -50,9 +50,10 @@ def _finite(value: float) -> float | None:
 
 def bootstrap_ci(values: np.ndarray, *, resamples: int = 2000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (n,), seeded."""
+    """Percentile bootstrap interval of the mean of ``values`` (n,), seeded; NaN for fewer than 2 values."""
     values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
+    if values.size < 2:
+        # Every resample of one value is that value: a zero-width interval that would read as certainty.
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(1)

@@ -1,4 +1,4 @@
-"""``owlens bias SPEC.yaml --out DIR``: the bias benchmark of docs/design.md §5 on the user's own image folders."""
+"""``owlens bias SPEC.yaml --out DIR``: the bias benchmark of DESIGN.md §5 on the user's own image folders."""
 
 from __future__ import annotations
 
@@ -48,15 +48,19 @@ def run(args: argparse.Namespace) -> int:
     for group, entry in result["groups"].items():
         swap = entry.get("perturbations", {}).get("adversarial", {}).get("swap_rate", float("nan"))
         print(f"{group}: {entry['n_images']} images, {entry['n_errors']} unreadable, OWL swap rate {swap:.2f}")
-        # A bootstrap over one image resamples that image only: its "interval" has zero width and says nothing.
-        lone = entry["n_images"] - entry["n_errors"] < 2
-        if lone and entry.get("traits"):
-            print(f"warning: {group} has one readable image: no confidence interval (it needs at least 2)",
-                  file=sys.stderr)
+        pairs = [f["expected"]["n"] for figures in entry.get("traits", {}).values()
+                 for c, f in figures.items() if c != "clean"]
+        if pairs and min(pairs) < 2:
+            print(f"owlens bias: warning: {group}: a 95% CI needs at least 2 images with a score (received "
+                  f"{min(pairs)}); shown as n/a", file=sys.stderr)
         for trait, figures in entry.get("traits", {}).items():
-            cells = "  ".join(f"{c} {f['expected']['delta']:+.3f} " + (
-                "[no CI: 1 image]" if lone else f"[{f['expected']['ci95'][0]:+.3f}, {f['expected']['ci95'][1]:+.3f}]")
-                for c, f in figures.items() if c != "clean")
+            cells = "  ".join(f"{c} {_signed(f['expected']['delta'])} [{_signed(f['expected']['ci95'][0])}, "
+                              f"{_signed(f['expected']['ci95'][1])}]" for c, f in figures.items() if c != "clean")
             print(f"  {trait}: {cells}")
     print(f"wrote {out / 'summary.json'}, {out / 'bias.svg'}, {out / 'run.json'} (`owlens report {out}`)")
     return 0
+
+
+def _signed(value) -> str:
+    """A figure as printed; None (no pairs, or a CI of one image) is "n/a" rather than a crash or a false 0."""
+    return "n/a" if value is None else f"{value:+.3f}"

@@ -109,6 +109,12 @@ def _run(args: argparse.Namespace) -> int:
     main_process = state is None or state.is_main_process
     result = run_pope(model, args.questions, args.images, args.out, config, shard=shard,
                       progress=not args.no_progress and main_process, log=lambda m: print(m, file=sys.stderr))
+    if state is None and result.skipped and not (result.answered or result.resumed):
+        # Every question skipped: exit 0 with an empty answers file read as a finished run. The fingerprint
+        # records the images as missing, so a rerun once they are in place answers them.
+        raise ValueError(f"--images: none of the {len(result.missing_images)} images {args.questions} names could "
+                         f"be read in {args.images} (e.g. {result.missing_images[0]}, see above); nothing answered "
+                         "and no run folder written")
     if state:
         state.wait_for_everyone()
     if main_process and part_paths(args.out):
