@@ -1,4 +1,4 @@
-"""``owlens bias SPEC.yaml --out DIR``: the bias benchmark of DESIGN.md §5 on the user's own image folders."""
+"""``owlens bias SPEC.yaml --out DIR``: the bias benchmark of docs/design.md §5 on the user's own image folders."""
 
 from __future__ import annotations
 
