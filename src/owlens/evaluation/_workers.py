@@ -4,7 +4,8 @@ An evaluation is one independent computation per case, made of small matrix prod
 runs near its peak: processes, one per core, scale almost linearly where threads inside each product do not
 (docs/benchmarks.md, "Cost"). Workers are spawned, not forked (a forked child inherits the parent's OpenMP
 state and can hang in its first parallel region), build their runner once from a picklable factory (the
-model travels with it, once per worker), and run one torch thread each unless there are cores to spare.
+saliency evaluation's loads the model again from its files), and run one torch thread each unless there are
+cores to spare.
 """
 
 from __future__ import annotations

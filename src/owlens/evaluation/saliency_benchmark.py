@@ -140,7 +140,7 @@ class _WorkerRunner:
 
 def _runner_factory(model, workers: int | None, cases: int, settings: dict) -> tuple[Callable, int]:
     """The runner factory and the number of workers: several only for a CPU model loaded from files."""
-    arguments = model.reload_arguments() if hasattr(model, "reload_arguments") else None
+    arguments = model.reload_arguments()
     if workers is None:
         workers = auto_workers(cases) if arguments is not None and model.device.type == "cpu" else 1
     if workers > 1 and arguments is None:
