@@ -77,12 +77,13 @@ def _item(model, folder: Path, item_id: str, scene, question: str, explainers: d
 
     image = Image.fromarray(scene.image)
     prompt = model.processor.chat(question)
+    pixel_values = model.pixel_values(image)
     with torch.no_grad():
-        embedding = model.encode_images(image)
+        embedding = model.encode(pixel_values)
         answer = model.generate(embedding, [prompt], max_new_tokens=settings.max_new_tokens)
     text, token_ids = answer.texts[0], answer.token_ids[0]
     tokens = model.processor.mllm_tokenizer.convert_ids_to_tokens(token_ids)
-    inputs = ExplainInputs.from_embedding(model, embedding, prompt, image_sizes=[image.size])
+    inputs = ExplainInputs.from_embedding(model, embedding, prompt, image_sizes=[image.size], pixel_values=pixel_values)
     # Yes/no answers name no object: explain them against the object the question asks about.
     query = None if "what" in question else owl_query(None, question.split()[-2])
     saliency = {}

@@ -23,7 +23,8 @@ def _inputs(model, prompts, seed=0):
     pixels = torch.randn(len(prompts), 3, 64, 64, generator=torch.Generator().manual_seed(seed), dtype=model.dtype)
     with torch.no_grad():
         embedding = model.encode(pixels)
-    return ExplainInputs.from_embedding(model, embedding, prompts, image_sizes=[(64, 64)] * len(prompts))
+    return ExplainInputs.from_embedding(model, embedding, prompts, image_sizes=[(64, 64)] * len(prompts),
+                                      pixel_values=pixels)
 
 
 def _cells(saliency):

@@ -1,4 +1,5 @@
-"""Object attribution on the tiny J: its occlusion logits against the literal re-run, its weights, its objects."""
+"""Object attribution on the tiny J: its occlusion logits (pixels and E tokens) against the literal re-run, its
+weights, its objects."""
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ def inputs(model):
     pixels = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3), dtype=model.dtype)
     with torch.no_grad():
         embedding = model.encode(pixels)
-    return ExplainInputs.from_embedding(model, embedding, PROMPT, image_sizes=[(64, 64)])
+    return ExplainInputs.from_embedding(model, embedding, PROMPT, image_sizes=[(64, 64)], pixel_values=pixels)
 
 
 def _literal_logit(model, embedding, covered, token_id):
@@ -49,8 +50,44 @@ def test_covered_tokens_are_the_patch_centres_inside_each_box():
     assert bool(covered[2].all())
 
 
+def _literal_filled_logit(model, pixels, box_xyxy_px, token_id):
+    """The image with the box's pixels (centres inside it) set to its per-channel median, through the whole of J."""
+    x0, y0, x1, y1 = box_xyxy_px
+    centres = torch.arange(64, dtype=torch.float64) + 0.5
+    cols = (centres >= x0) & (centres < x1)
+    rows = (centres >= y0) & (centres < y1)
+    if not cols.any():  # a box narrower than a pixel fills the pixel its edge rounds to
+        cols[min(63, max(0, int(torch.floor(torch.tensor(x0 + 0.5)))))] = True
+    if not rows.any():
+        rows[min(63, max(0, int(torch.floor(torch.tensor(y0 + 0.5)))))] = True
+    filled = pixels.clone()
+    median = pixels[0].flatten(1).median(dim=1).values
+    region = rows[:, None] & cols[None, :]
+    filled[0][:, region] = median[:, None]
+    with torch.no_grad():
+        return float(model.logits(model.encode(filled), [PROMPT])[0, -1, token_id])
+
+
+def test_pixel_weighting_carries_the_logit_of_the_literal_fill(model, inputs):
+    saliency = ObjectAttribution(model, vocabulary=VOCABULARY, top_objects=4).explain(inputs, TokenTarget("circle"))
+    assert len(saliency.objects) >= 2
+    for obj in saliency.objects:
+        literal = _literal_filled_logit(model, inputs.pixel_values, obj.box_xyxy_px, saliency.token_id)
+        assert obj.logit_without == pytest.approx(literal, abs=1e-6)
+    drops = torch.tensor([max(0.0, o.logit_drop) for o in saliency.objects])
+    assert saliency.objects[0].weight == pytest.approx(1.0) and drops[0] == drops.max()
+
+
+def test_pixel_weighting_needs_the_pixels(model, inputs):
+    only_e = ExplainInputs.from_embedding(model, inputs.embedding, PROMPT, image_sizes=[(64, 64)])
+    with pytest.raises(ValueError, match="hold only E: build them with ExplainInputs.from_images"):
+        ObjectAttribution(model, vocabulary=VOCABULARY).explain(only_e, TokenTarget("circle"))
+    occlusion = ObjectAttribution(model, vocabulary=VOCABULARY, weighting="occlusion")
+    assert occlusion.explain(only_e, TokenTarget("circle")).objects
+
+
 def test_objects_carry_the_logit_of_the_literal_occlusion(model, inputs):
-    explainer = ObjectAttribution(model, vocabulary=VOCABULARY, top_objects=4)
+    explainer = ObjectAttribution(model, vocabulary=VOCABULARY, weighting="occlusion", top_objects=4)
     saliency = explainer.explain(inputs, TokenTarget("circle"))
     assert saliency.method == "object_attribution" and 2 <= len(saliency.objects) <= 4
     corners = boxes_to_pixels(saliency.boxes_cxcywh, (64, 64))
@@ -108,3 +145,13 @@ def test_default_vocabulary_is_the_checkpoints_own_else_coco(model):
 def test_bad_options_say_what_was_expected(model, options, message):
     with pytest.raises(ValueError, match=message):
         ObjectAttribution(model, **options)
+
+
+def test_pixel_weighting_does_not_depend_on_the_chunk_size(model, inputs, monkeypatch):
+    import owlens.explain.object_attribution as module
+
+    whole = ObjectAttribution(model, vocabulary=VOCABULARY).explain(inputs, TokenTarget("circle"))
+    monkeypatch.setattr(module, "_ROWS", 3)
+    chunked = ObjectAttribution(model, vocabulary=VOCABULARY).explain(inputs, TokenTarget("circle"))
+    assert torch.allclose(whole.class_weights, chunked.class_weights, atol=1e-9)
+    assert torch.allclose(whole.map, chunked.map, atol=1e-6)

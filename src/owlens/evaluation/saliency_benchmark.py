@@ -91,7 +91,9 @@ def _explain_case(model, case: SaliencyCase, embedding: torch.Tensor, explainers
     from owlens.explain.registry import make_explainer
     from owlens.explain.targets import TokenTarget, resolve_token
 
-    inputs = ExplainInputs.from_embedding(model, embedding[None], case.prompt)
+    # The pixels E was encoded from, for the methods that change the image and encode it again.
+    inputs = ExplainInputs.from_embedding(model, embedding[None], case.prompt,
+                                          pixel_values=model.pixel_values([case.scene.pil()]))
     ids = inputs.input_ids[0][inputs.attention_mask[0].bool()]
     token_id = resolve_token(model.processor.mllm_tokenizer, case.token)[0]
     maps = {}

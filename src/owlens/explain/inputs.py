@@ -18,12 +18,15 @@ class ExplainInputs:
     input_ids: (B, T) prompt ids holding N image placeholders each, left-padded.
     attention_mask: (B, T) 1 on real tokens, 0 on padding.
     image_sizes: ((width, height), ...) per image: the resolution the saliency maps are painted at.
+    pixel_values: (B, 3, H, W) the detector's input that E was encoded from, or None when only E is known
+        (the methods that change the image and encode it again need it: ``object_attribution``'s default).
     """
 
     embedding: torch.Tensor
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     image_sizes: tuple[tuple[int, int], ...]
+    pixel_values: torch.Tensor | None = None
 
     def __post_init__(self):
         batch = self.embedding.shape[0]
@@ -32,6 +35,9 @@ class ExplainInputs:
         if self.input_ids.shape[0] != batch or len(self.image_sizes) != batch:
             raise ValueError(f"expected one prompt and one image size per image ({batch}); received "
                              f"{self.input_ids.shape[0]} prompts and {len(self.image_sizes)} sizes")
+        if self.pixel_values is not None and (self.pixel_values.ndim != 4 or self.pixel_values.shape[0] != batch):
+            raise ValueError(f"expected pixel values shaped (B={batch}, 3, H, W); received "
+                             f"{tuple(self.pixel_values.shape)}")
 
     @property
     def batch(self) -> int:
@@ -44,16 +50,21 @@ class ExplainInputs:
 
         many = isinstance(images, (list, tuple))
         loaded = [load_image(image) for image in (images if many else [images])]
+        pixel_values = model.pixel_values(loaded)
         with torch.no_grad():
-            embedding = model.encode_images(loaded)
-        return cls.from_embedding(model, embedding, prompt, image_sizes=[image.size for image in loaded])
+            embedding = model.encode(pixel_values)
+        return cls.from_embedding(model, embedding, prompt, image_sizes=[image.size for image in loaded],
+                                  pixel_values=pixel_values)
 
     @classmethod
     def from_embedding(cls, model, embedding: torch.Tensor, prompt, *,
-                       image_sizes: Sequence[tuple[int, int]] | None = None) -> ExplainInputs:
+                       image_sizes: Sequence[tuple[int, int]] | None = None,
+                       pixel_values: torch.Tensor | None = None) -> ExplainInputs:
         """E (B, 1+N, d) and prompts: text (one for all, or one per image) or a dict of input_ids/attention_mask.
 
-        Without ``image_sizes`` the maps are painted at the detector's input resolution.
+        Without ``image_sizes`` the maps are painted at the detector's input resolution. ``pixel_values``: the
+        detector's input E was encoded from (``model.pixel_values(images)``), for the methods that
+        encode a changed image again.
         """
         batch = embedding.shape[0]
         ids = prompt if isinstance(prompt, dict) else _prompt_ids(model, prompt, batch)
@@ -62,8 +73,9 @@ class ExplainInputs:
         if image_sizes is None:
             side = model.owl.config.vision_config.image_size
             image_sizes = [(side, side)] * batch
+        pixel_values = None if pixel_values is None else pixel_values.detach().to(model.device)
         return cls(embedding.detach(), ids["input_ids"].to(model.device), mask.to(model.device),
-                   tuple((int(w), int(h)) for w, h in image_sizes))
+                   tuple((int(w), int(h)) for w, h in image_sizes), pixel_values)
 
 
 def _prompt_ids(model, prompt: str | Sequence[str], batch: int) -> dict[str, torch.Tensor]:

@@ -1,17 +1,24 @@
 """Object attribution: OWL's boxes as the atoms of the explanation, weighted by the MLLM's own evidence.
 
 What only the joint model can say: *which object* an output token rests on, named by what the detector reads
-there. The atoms are OWL's boxes (non-maximum suppressed by their best score over a vocabulary of concepts, or
-all N boxes). Each atom covers the image tokens whose patch centre lies inside it (at least its own patch), and
-is weighted by the explained raw logit's gradient mass on those tokens of E, Σ_i ‖∂ logit / ∂E_i‖ — the MLLM's
-evidence, not the detector's score for the query (``weighting="occlusion"``: the logit drop when the tokens are
-replaced instead). The map paints each atom's box with its weight, pixelwise max as GA paints its boxes, plus
-``tie_weight`` times the per-token gradient norm, so that inside a box the tokens the logit depends on most come
-first (deletion and insertion read that order). The heaviest atoms are listed as ``Saliency.objects`` with their
-concept (the best query of the vocabulary over the boxes that overlap the atom at IoU >= 0.5: a box predicted
-from a patch at an object's edge is named by the object's best box), and the logit the MLLM gives with each
-atom's tokens replaced by the image's mean patch token (all atoms in one batched forward). Listed atoms do not
-overlap one another at IoU >= 0.5, so the list names distinct objects.
+there. The atoms are OWL's boxes (all N of them, one per patch, or those left by non-maximum suppression over
+their best score on a vocabulary of concepts). An atom's weight is what the explained raw logit loses without it,
+read through the whole of J (``weighting``):
+- "pixels" (default): the atom's box is filled in the detector's input image with the image's per-channel median
+  (the background, for most images: objects are a minority of pixels), OWL encodes the image again, W and the LM
+  read it. An object is spread over many of E's tokens by OWL's attention, so this is the occlusion that takes it
+  away; all atoms run batched, identical filled regions once.
+- "occlusion": the tokens of E whose patch centre lies inside the box are replaced by the image's mean patch
+  token (one LM forward for all atoms, no new encoding: cheaper, and weaker, because the other tokens still
+  carry the object).
+- "gradient": the explained logit's gradient mass on those tokens, Σ_i ‖∂ logit / ∂E_i‖.
+The weight is the drop clipped at 0 and divided by the largest. The map paints each atom's box with its weight,
+pixelwise max as GA paints its boxes, plus ``tie_weight`` times the per-token gradient norm, so that inside
+a box the tokens the logit depends on most come first (deletion and insertion read that order).
+The heaviest atoms are listed as ``Saliency.objects`` with their concept (the best query of the vocabulary over
+the boxes that overlap the atom at IoU >= 0.5: a box predicted from a patch at an object's edge is named by the
+object's best box) and the logit the MLLM gives without them. Listed atoms do not overlap one another at
+IoU >= 0.5, so the list names distinct objects.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ __all__ = ["ObjectAttribution", "covered_tokens", "default_vocabulary"]
 
 ATOMS = ("nms", "all")
 _SAME_OBJECT_IOU = 0.5
-WEIGHTINGS = ("gradient", "occlusion")
+WEIGHTINGS = ("pixels", "occlusion", "gradient")
+_ROWS = 32  # variants per forward: one chunk keeps memory flat on large images
 
 
 def default_vocabulary(model) -> tuple[str, ...]:
@@ -77,15 +85,17 @@ class ObjectAttribution(Explainer):
     """``ObjectAttribution(model).explain((image, prompt), target="star")`` → a map, and ``Saliency.objects``.
 
     vocabulary: the concepts that name a box (default ``default_vocabulary(model)``); atoms: "nms" (boxes
-    suppressed at ``nms_iou``, at most ``max_atoms``) or "all" (every box); weighting: "gradient" (mass of
-    ‖∂logit/∂E_i‖ on the covered tokens) or "occlusion" (logit drop without them); tie_weight: the share of
-    the per-token gradient added to order tokens inside a box; top_objects: how many atoms ``objects`` lists.
+    suppressed at ``nms_iou``, at most ``max_atoms``) or "all" (every box); weighting: "pixels" (logit drop with
+    the box filled in the image, which the inputs must then hold: ``ExplainInputs.from_images`` keeps it),
+    "occlusion" (logit drop with the covered tokens of E replaced) or "gradient" (mass of ‖∂logit/∂E_i‖ on
+    them); tie_weight: the share of the per-token gradient added to order tokens inside a box; top_objects: how
+    many atoms ``objects`` lists.
     """
 
     method = "object_attribution"
 
     def __init__(self, model, *, vocabulary: Sequence[str] | None = None, atoms: str = "all",
-                 weighting: str = "occlusion", nms_iou: float = 0.5, max_atoms: int = 8, tie_weight: float = 0.01,
+                 weighting: str = "pixels", nms_iou: float = 0.5, max_atoms: int = 8, tie_weight: float = 0.01,
                  top_objects: int = 3, **options):
         super().__init__(model, **options)
         if atoms not in ATOMS:
@@ -110,17 +120,24 @@ class ObjectAttribution(Explainer):
         return self._query_embeds
 
     def _explain(self, inputs, plans):
+        if self.weighting == "pixels" and inputs.pixel_values is None:
+            raise ValueError("object_attribution's 'pixels' weighting fills boxes in the image and encodes it "
+                             "again, and these inputs hold only E: build them with ExplainInputs.from_images (or "
+                             "pass pixel_values= to from_embedding), or use weighting='occlusion'")
         grads, logits = logit_gradients(self.model, inputs.embedding, plans)  # (B, L, 1+N, d), (B, L)
         relevance = grads[:, :, 1:].float().norm(dim=-1).cpu()  # (B, L, N)
         with torch.no_grad():
             detections = self.model.detect(inputs.embedding, self._vocabulary_embeds())
         scores = detections.scores.cpu()  # (B, N, C)
         boxes = detections.boxes_cxcywh.detach().float().cpu()  # (B, N, 4)
-        return [self._image(inputs.embedding[b], plan, relevance[b], logits[b].float().cpu(), scores[b], boxes[b],
-                            inputs.image_sizes[b]) for b, plan in enumerate(plans)]
+        pixels = inputs.pixel_values
+        return [self._image(inputs.embedding[b], None if pixels is None else pixels[b], plan, relevance[b],
+                            logits[b].float().cpu(), scores[b], boxes[b], inputs.image_sizes[b])
+                for b, plan in enumerate(plans)]
 
-    def _image(self, embedding, plan: TokenPlan, relevance, logits, scores, boxes, size) -> list[Saliency]:
-        """One image: E (1+N, d), relevance (L, N), logits (L,), scores (N, C), boxes (N, 4) → one map per token."""
+    def _image(self, embedding, pixels, plan: TokenPlan, relevance, logits, scores, boxes, size) -> list[Saliency]:
+        """One image: E (1+N, d), pixels (3, H, W) or None, relevance (L, N), logits (L,), scores (N, C), boxes
+        (N, 4) → one map per token."""
         corners = boxes_to_pixels(boxes, size)  # (N, 4) float64
         overlap = pairwise_iou(corners, corners) >= _SAME_OBJECT_IOU  # (N, N)
         # Name each box by the best query over the boxes that overlap it: (N, C) max over its neighbours.
@@ -133,10 +150,14 @@ class ObjectAttribution(Explainer):
         covered = covered_tokens(corners[atoms], self.model.grid, size)  # (A, N)
         mass = relevance @ covered.T.float()  # (L, A)
         listed = sorted({int(a) for row in mass for a in row.argsort(descending=True)[:4 * self.top_objects]})
-        if self.weighting == "occlusion":
-            listed = list(range(len(atoms)))
         without = torch.full((len(plan.positions), len(atoms)), float("nan"))
-        without[:, listed] = self._occluded(embedding, plan, covered[listed]).T
+        if self.weighting == "pixels":
+            listed = list(range(len(atoms)))
+            without[:] = self._filled(pixels, boxes[atoms], plan).T
+        else:
+            if self.weighting == "occlusion":
+                listed = list(range(len(atoms)))
+            without[:, listed] = self._occluded(embedding, plan, covered[listed]).T
         out = []
         for t in range(len(plan.positions)):
             raw = mass[t] if self.weighting == "gradient" else (logits[t] - without[t]).clamp(min=0)
@@ -162,29 +183,56 @@ class ObjectAttribution(Explainer):
         return out
 
     @torch.no_grad()
+    def _filled(self, pixels: torch.Tensor, boxes_cxcywh: torch.Tensor, plan: TokenPlan) -> torch.Tensor:
+        """Pixels (3, H, W), boxes (A, 4) → the plan's explained logits (A, L) with each box filled in the image.
+
+        A box covers the pixels whose centre lies inside it (at least one); the fill is the image's per-channel
+        median. Boxes that fill the same pixels run once.
+        """
+        height, width = pixels.shape[-2:]
+        corners = boxes_to_pixels(boxes_cxcywh.double(), (width, height))
+        low = torch.floor(corners[:, :2] + 0.5).clamp(min=0)
+        high = torch.maximum(torch.floor(corners[:, 2:] + 0.5), low + 1)
+        spans = torch.cat([low.clamp(max=torch.tensor([width - 1, height - 1])),
+                           high.clamp(max=torch.tensor([width, height]))], -1).long()  # (A, 4) x0, y0, x1, y1
+        spans, rows = torch.unique(spans, dim=0, return_inverse=True)
+        fill = pixels.flatten(1).median(dim=1).values[:, None, None]  # (3, 1, 1)
+        logits = []
+        for start in range(0, len(spans), _ROWS):
+            chunk = spans[start:start + _ROWS]
+            images = pixels.expand(len(chunk), -1, -1, -1).clone()
+            for image, (x0, y0, x1, y1) in zip(images, chunk.tolist()):
+                image[:, y0:y1, x0:x1] = fill
+            logits.append(self._read(plan, self.model.image_tokens(self.model.encode(images))))
+        return torch.cat(logits)[rows.cpu()]
+
+    @torch.no_grad()
     def _occluded(self, embedding: torch.Tensor, plan: TokenPlan, masks: torch.Tensor) -> torch.Tensor:
         """E (1+N, d), masks (K, N) → the plan's explained logits (K, L) with each mask's tokens replaced.
 
         Boxes predicted by the patches of one object cover the same tokens: each distinct mask runs once.
         """
         masks, rows = torch.unique(masks, dim=0, return_inverse=True)
-        tokenizer = self.model.processor.mllm_tokenizer
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids, mask, positions, token_ids, _ = pad_plans([plan], pad_id, embedding.device)
         tokens = self.model.image_tokens(embedding[None])[0]  # (N, D): W is per token, so apply it once
         mean_token = embedding[1:].mean(0)[None, None].to(self.model.dtype)  # (1, 1, d)
         replacement = self.model.alignment(mean_token)[0, 0]  # (D,)
         variants = tokens.expand(len(masks), -1, -1).clone()  # (K, N, D)
         variants[masks.to(variants.device)] = replacement
-        count = len(masks)
-        embeds = self.model.language.embed(ids.expand(count, -1), variants)
+        return self._read(plan, variants)[rows.cpu()]
+
+    def _read(self, plan: TokenPlan, image_tokens: torch.Tensor) -> torch.Tensor:
+        """Image tokens (K, N, D) of K variants of one image → the plan's explained raw logits (K, L)."""
+        tokenizer = self.model.processor.mllm_tokenizer
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids, mask, positions, token_ids, _ = pad_plans([plan], pad_id, image_tokens.device)
+        count = len(image_tokens)
+        embeds = self.model.language.embed(ids.expand(count, -1), image_tokens)
         keep = torch.unique(positions)
         if len(keep) == 1:  # one explained position: the LM runs up to it, its last layer there alone
             end = int(keep[0]) + 1
-            logits = self.model.language.last_logits(embeds[:, :end], mask[:, :end].expand(count, -1))  # (K', V)
-            return logits[:, token_ids[0]].float().cpu()[rows.cpu()]
+            logits = self.model.language.last_logits(embeds[:, :end], mask[:, :end].expand(count, -1))  # (K, V)
+            return logits[:, token_ids[0]].float().cpu()
         output = self.model.language.llava(inputs_embeds=embeds, attention_mask=mask.expand(count, -1),
                                            position_ids=position_ids(mask).expand(count, -1), logits_to_keep=keep,
                                            use_cache=False)
-        picked = output.logits[:, torch.searchsorted(keep, positions[0]), token_ids[0]].float().cpu()  # (K', L)
-        return picked[rows.cpu()]
+        return output.logits[:, torch.searchsorted(keep, positions[0]), token_ids[0]].float().cpu()  # (K, L)

@@ -76,9 +76,13 @@ class JointModel(nn.Module):
         """OWL pixel values (B, 3, H, W) → E (B, 1+N, d_owl), OWL's penultimate hidden state, CLS first."""
         return self.detection.encode(pixel_values.to(self.device))
 
+    def pixel_values(self, images) -> torch.Tensor:
+        """Paths, PIL images or uint8 arrays → the detector's input (B, 3, H_owl, W_owl) on the model's device."""
+        return self._require_processor().pixel_values(images).to(self.device)
+
     def encode_images(self, images) -> torch.Tensor:
         """Paths, PIL images or uint8 arrays → E (B, 1+N, d_owl)."""
-        return self.encode(self._require_processor().pixel_values(images))
+        return self.encode(self.pixel_values(images))
 
     def query_embeds(self, queries: Sequence[str] | dict[str, torch.Tensor]) -> torch.Tensor:
         """Text queries (Q) or their token ids → unit query embeddings (Q, d_text)."""
