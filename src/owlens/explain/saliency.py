@@ -19,8 +19,10 @@ class ObjectEvidence:
     index: the box's patch (OWL predicts one box per patch token, row-major). box_cxcywh: (4,) centre x, centre
     y, width, height normalised to [0, 1]; box_xyxy_px: (4,) pixel corners of the image. concept: the best
     matching query of the vocabulary, concept_score its sigmoid score. weight: the box's weight in the map,
-    in [0, 1]. tokens: how many image tokens the box covers. logit_without: the explained raw logit with those
-    tokens replaced by the image's mean patch token (one forward for all boxes); logit_drop = logit − that.
+    in [0, 1]. tokens: how many image tokens the box covers. logit_without: the explained raw logit without the
+    box, as the explainer's weighting takes it away (by default: the box filled with the image's median in the
+    detector's input and E encoded again; "occlusion": its tokens of E replaced by the image's mean patch
+    token); logit_drop = logit − that.
     """
 
     index: int
