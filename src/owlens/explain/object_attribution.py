@@ -151,12 +151,11 @@ class ObjectAttribution(Explainer):
         mass = relevance @ covered.T.float()  # (L, A)
         listed = sorted({int(a) for row in mass for a in row.argsort(descending=True)[:4 * self.top_objects]})
         without = torch.full((len(plan.positions), len(atoms)), float("nan"))
-        if self.weighting == "pixels":
+        if self.weighting != "gradient":  # the drops are the weights: every atom's is needed
             listed = list(range(len(atoms)))
-            without[:] = self._filled(pixels, boxes[atoms], plan).T
+        if self.weighting == "pixels":
+            without[:, listed] = self._filled(pixels, boxes[atoms][listed], plan).T
         else:
-            if self.weighting == "occlusion":
-                listed = list(range(len(atoms)))
             without[:, listed] = self._occluded(embedding, plan, covered[listed]).T
         out = []
         for t in range(len(plan.positions)):
