@@ -253,19 +253,65 @@ def read_only(tmp_path):
         subprocess.run(["umount", str(folder)])
 
 
-@pytest.mark.parametrize("command", ["pope", "bias", "evaluate saliency"])
-def test_a_read_only_out_is_one_line_and_exit_2(command, read_only, pope, tiny_model_args, capsys):
+# Every command that writes, pointed at a folder it cannot write: {ro} is that folder, {pope} the POPE fixture's.
+UNWRITABLE = {
+    "pope run": ["pope", "run", "{pope}/q.json", "--images", "{pope}/images", "--out", "{ro}/answers.jsonl",
+                 "--max-new-tokens", "2", "--no-progress"],
+    "pope toy": ["pope", "toy", "{ro}/toy", "--images", "2", "--calibration-images", "2"],
+    "bias": ["bias", "{pope}/spec.yaml", "--out", "{ro}/bias", "--no-progress"],
+    "evaluate saliency": ["evaluate", "saliency", "--scenes", "1", "--steps", "2", "--methods", "random",
+                          "--out", "{ro}/saliency", "--no-progress"],
+    "evaluate hallucination": ["evaluate", "hallucination", "--out", "{ro}/hallucination", "--no-progress"],
+    "evaluate bias": ["evaluate", "bias", "--n-scenes", "2", "--out", "{ro}/bias"],
+    "explain": ["explain", "{image}", "--prompt", "p", "--token", "a", "--out", "{ro}/explain"],
+    "check": ["check", "{image}", "--prompt", "p", "--out", "{ro}/boxes.png"],
+    "detect": ["detect", "{image}", "--query", "a", "--out", "{ro}/boxes.png"],
+    "calibrate": ["calibrate", "--save-to", "{ro}/calibration"],
+    "report": ["report", "{pope}", "--out", "{ro}/report.html"],
+    "align train": ["align", "train", "--images", "{pope}/images", "--out", "{ro}/w"],
+    "demo": ["demo", "--out", "{ro}/demo"],
+    "toyworld train": ["toyworld", "train", "--out", "{ro}/toyworld"],
+}
+_NO_MODEL_ARGS = ("pope toy", "report", "demo", "toyworld train")  # they take no --owl/--mllm, or only some
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Fail loudly if a command loads a model: an unwritable --out must be refused before that."""
+    from owlens.models.joint import JointModel
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the output was checked")
+
+    monkeypatch.setattr(JointModel, "from_pretrained", refuse)
+
+
+@pytest.mark.parametrize("command", sorted(UNWRITABLE))
+def test_an_unwritable_out_is_refused_before_any_model_loads(command, read_only, pope, image, tiny_model_args,
+                                                            tiny_checkpoints, no_model_loads, capsys):
     import yaml
 
     (pope / "spec.yaml").write_text(yaml.safe_dump({
         "images": str(pope / "images"), "traits": ["heavy"],
         "groups": [{"name": "g", "folder": ".", "c_minus": "a red circle", "c_plus": "a blue circle"}]}))
-    argv = {"pope": ["pope", "run", str(pope / "q.json"), "--images", str(pope / "images"), "--out",
-                     str(read_only / "answers.jsonl"), "--max-new-tokens", "2"],
-            "bias": ["bias", str(pope / "spec.yaml"), "--out", str(read_only / "bias")],
-            "evaluate saliency": ["evaluate", "saliency", "--scenes", "1", "--steps", "2", "--methods", "random",
-                                  "--out", str(read_only / "saliency")]}[command]
-    assert main([*argv, "--no-progress", *tiny_model_args]) == 2
+    argv = [a.format(ro=read_only, pope=pope, image=image) for a in UNWRITABLE[command]]
+    if command == "align train":
+        argv += ["--owl", tiny_checkpoints["owl"], "--mllm", tiny_checkpoints["mllm"], "--device", "cpu"]
+    elif command not in _NO_MODEL_ARGS:
+        argv += tiny_model_args
+    before = sorted(p.name for p in pope.rglob("*"))
+    assert main(argv) == 2
     err = _one_line_error(capsys)
-    assert ("Permission denied" in err or "Read-only file system" in err) and str(read_only) in err
+    assert ("Permission denied" in err or "Read-only file system" in err) and str(read_only) in err, err
     assert not any(read_only.iterdir())
+    assert sorted(p.name for p in pope.rglob("*")) == before
+
+
+@pytest.mark.parametrize("command", ["pope run", "explain", "detect", "evaluate saliency", "toyworld train"])
+def test_an_out_below_a_file_is_refused_naming_the_file(command, pope, image, tiny_model_args, no_model_loads,
+                                                         capsys):
+    (pope / "file.txt").write_text("x")
+    blocked = pope / "file.txt" / "below"
+    argv = [a.format(ro=blocked, pope=pope, image=image) for a in UNWRITABLE[command]]
+    assert main([*argv, *(() if command in _NO_MODEL_ARGS else tiny_model_args)]) == 2
+    assert f"{pope / 'file.txt'} is a file, not a folder" in _one_line_error(capsys)

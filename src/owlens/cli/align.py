@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from owlens.cli.common import HelpFormatter, at_least, below, positive_float
+from owlens.cli.common import HelpFormatter, at_least, below, output_folder, positive_float
 
 _EPILOG = """\
 Paper defaults: AdamW lr 1e-4, weight decay 1e-2, global batch 16, one epoch, the deep MLP
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from owlens.align import AlignConfig, list_images, train_alignment
     from owlens.models.joint import JointModel
 
+    output_folder(args.out)  # before the models load
     images = list_images(args.images)
     model = JointModel.from_pretrained(owl=args.owl, mllm=args.mllm, init_projector=args.shape, init_seed=args.seed,
                                        dtype="bf16" if args.bf16 else "fp32", device=args.device)

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from owlens.cli.common import HelpFormatter, at_least, load_model, model_options, write_json
+from owlens.cli.common import HelpFormatter, at_least, load_model, model_options, output_folder, write_json
 
 _EPILOG = """\
 The file is calibration.json in the projector folder (--projector; the toy world's own for the shipped toy
@@ -49,10 +49,14 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.questions is None) != (args.images is None):
         raise ValueError("expected --questions and --images together (or neither, for the toy world's split)")
+    for option, folder in (("--save-to", args.save_to), ("--work", args.work)):
+        if folder is not None:
+            output_folder(folder, option)  # before the model loads
     model = load_model(args)
     target = args.save_to or model.projector_folder
     if target is None:
         raise ValueError("expected --save-to DIR: this model has no projector folder to write beside")
+    output_folder(target, "--save-to (default: the projector's folder)")  # before the calibration's answers
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="owlens-calibrate-") as scratch:
         work = Path(args.work or scratch)

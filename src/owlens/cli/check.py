@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from owlens.cli.common import at_least, load_model, model_options, open_probability, output_folder, write_json
+from owlens.cli.common import (
+    at_least,
+    load_model,
+    model_options,
+    open_probability,
+    output_file,
+    output_folder,
+    write_json,
+)
 
 
 def register(subparsers) -> None:
@@ -51,10 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _drawing(out: str) -> Path:
-    out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"--out: expected a PNG file to write; received the folder {out}")
-    output_folder(run_folder(out))
+    out = output_file(out, expected="a PNG file to write")
+    output_folder(run_folder(out), "--out (its run folder)")
     return out
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["HelpFormatter", "at_least", "below", "fraction", "held_folder", "load_model", "model_options",
-           "open_probability", "output_folder", "positive_float", "probability", "write_json"]
+           "open_probability", "output_file", "output_folder", "positive_float", "probability", "write_json"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -91,12 +93,39 @@ def below(maximum: float):
     return parse
 
 
-def output_folder(path: str | Path) -> Path:
-    """``path`` as a run folder to write: refused when it names an existing file (before any model loads)."""
+def output_folder(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as a run folder to write, checked before any model loads: refused when it names an existing
+    file, or when it could not be created or written (a read-only disk, a file in the way, no permission)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"--out: expected a folder; received the existing file {path}")
+        raise ValueError(f"{option}: expected a folder; received the existing file {path}")
+    _check_writable(path, option)
     return path
+
+
+def output_file(path: str | Path, option: str = "--out", expected: str = "a file to write") -> Path:
+    """``path`` as a file to write, checked as ``output_folder`` checks a folder. Files are written as
+    ``.partial`` + rename (or appended, for a journal), so it is the folder around them that must be writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option}: expected {expected}; received the folder {path}")
+    _check_writable(path.parent, option)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{option}: cannot write {path}: permission denied")
+    return path
+
+
+def _check_writable(folder: Path, option: str) -> None:
+    """Refuse a folder the run could not create or write into, by creating a scratch file in the nearest folder
+    that exists: mode bits do not stop root, and only a real write sees a read-only mount or an ACL."""
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{option}: cannot create {folder}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ValueError(f"{option}: cannot write in {existing}: {err.strerror or err}") from None
 
 
 def model_options() -> argparse.ArgumentParser:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from owlens.cli.common import output_folder
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -21,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from owlens.demo import DemoSettings, run_demo
     from owlens.viz.report import render_report
 
+    output_folder(args.out)  # before the model loads: a wrong --out costs seconds
     folder = run_demo(args.out, settings=DemoSettings(seed=args.seed))
     report = render_report(folder)
     print(f"report: {report.path} ({report.size_bytes / 1e6:.2f} MB, {report.items} images) — open it in a browser")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from owlens.cli.common import at_least, load_model, model_options, probability, write_json
+from owlens.cli.common import at_least, load_model, model_options, output_file, probability, write_json
 
 
 def register(subparsers) -> None:
@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from owlens.images import load_image
     from owlens.models.postprocess import select_boxes
 
+    if args.out:
+        output_file(args.out, expected="a PNG file to write")  # before the model loads
     image = load_image(args.image)
     model = load_model(args)
     with torch.no_grad():

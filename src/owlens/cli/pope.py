@@ -7,7 +7,16 @@ import os
 import sys
 from pathlib import Path
 
-from owlens.cli.common import HelpFormatter, at_least, load_model, model_options, open_probability, write_json
+from owlens.cli.common import (
+    HelpFormatter,
+    at_least,
+    load_model,
+    model_options,
+    open_probability,
+    output_file,
+    output_folder,
+    write_json,
+)
 
 _RUN_EPILOG = """\
 Each row of ANSWERS: question_id, image, question, answer, parsed (yes/no as POPE's reference reads it),
@@ -94,8 +103,8 @@ def _distributed(device: str):
 def _run(args: argparse.Namespace) -> int:
     from owlens.hallucination.runner import PopeRunConfig, merge_parts, part_paths, run_pope
 
-    if os.path.isdir(args.out):
-        raise ValueError(f"--out: expected an answers file (JSON Lines); received the folder {args.out}")
+    output_file(args.out, expected="an answers file (JSON Lines)")  # before the model loads: a wrong --out
+    output_folder(run_folder(args.out), "--out (its run folder)")  # costs seconds, not a load
     state = _distributed(args.device)
     shard = (state.process_index, state.num_processes) if state else (0, 1)
     if state:
@@ -175,6 +184,7 @@ def _score(args: argparse.Namespace) -> int:
 def _toy(args: argparse.Namespace) -> int:
     from owlens.hallucination.toy_pope import build_toy_pope
 
+    output_folder(args.out, "OUT")
     files = build_toy_pope(args.out, seed=args.seed, n_images=args.images, calibration_images=args.calibration_images)
     write_json(files.to_dict())
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from owlens.cli.common import at_least
+from owlens.cli.common import at_least, output_file
 
 
 def register(subparsers) -> None:
@@ -21,6 +21,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from owlens.viz.report import render_report
 
+    if args.out:
+        output_file(args.out, expected="an HTML file to write")
     report = render_report(args.run_dir, args.out, max_map_side=args.max_map_side)
     print(f"report: {report.path} ({report.size_bytes / 1e6:.2f} MB, {report.items} images)")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from owlens.cli.common import at_least, model_options, write_json
+from owlens.cli.common import at_least, model_options, output_folder, write_json
 
 
 def register(subparsers) -> None:
@@ -32,6 +32,7 @@ def register(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from owlens.toyworld.recipe import ship_weights, train_all
 
+    output_folder(args.out)  # before any training: a wrong --out costs seconds, not a stage
     folders = train_all(args.out, seed=args.seed, smoke=args.smoke)
     if args.ship:
         print(f"shipped to {ship_weights(folders)}")
