@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -215,3 +216,95 @@ def test_saliency_evaluation_killed_at_seeded_moments_resumes_to_the_uninterrupt
     torn = _torn_copy(tmp_path / "straight", tmp_path / "torn", "saliency-cases.jsonl", 3, ("run.json",))
     _in_process(argv(torn))
     _same(_rows(torn / "saliency-cases.jsonl"), straight)
+
+
+# -- two runs on one --out ---------------------------------------------------------------------------------------
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _second_run_refused(argv: list[str], lock: Path, folder: Path, capsys) -> subprocess.Popen:
+    """Start ``owlens ARGV``; once it holds ``lock`` (its pid written inside), stop it there with SIGSTOP, so
+    that it is mid-run for as long as the second run takes, and start the same command again in this process:
+    refused, exit 2, naming the first run's pid, writing nothing. Returns the first run, resumed (SIGCONT)."""
+    first = subprocess.Popen([sys.executable, "-m", "owlens", *argv], env=_ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None:
+        try:
+            if json.loads(lock.read_text()).get("pid") == first.pid:
+                break
+        except (OSError, ValueError):
+            pass  # not created, or the holder not written yet
+        time.sleep(0.002)
+    assert first.poll() is None, f"the first run ended before it was caught holding its lock: {first.stderr.read()}"
+    first.send_signal(signal.SIGSTOP)
+    try:
+        before = _snapshot(folder)
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"is in use by another run (pid {first.pid}" in err and "Traceback" not in err
+        assert _snapshot(folder) == before
+    finally:
+        first.send_signal(signal.SIGCONT)
+    return first
+
+
+def _finished(process: subprocess.Popen) -> None:
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+
+
+def test_a_second_bias_run_on_one_out_is_refused_and_the_first_ends_as_if_alone(bias_spec, tiny_model_args,
+                                                                                 tmp_path, capsys):
+    def argv(out):
+        return ["bias", str(bias_spec), "--out", str(out), "--no-progress", *tiny_model_args]
+
+    _in_process(argv(tmp_path / "straight"))
+    out = tmp_path / "shared"
+    _finished(_second_run_refused(argv(out), out / ".owlens.lock", tmp_path, capsys))
+    _same(_rows(out / "records.jsonl"), _rows(tmp_path / "straight" / "records.jsonl"))
+    _same(json.loads((out / "summary.json").read_text()),
+          json.loads((tmp_path / "straight" / "summary.json").read_text()))
+    _clean(out)
+
+
+def test_a_second_saliency_evaluation_on_one_out_is_refused_and_the_first_ends_as_if_alone(tiny_model_args, tmp_path,
+                                                                                           capsys):
+    def argv(out):
+        return ["evaluate", "saliency", "--scenes", "2", "--steps", "2", "--methods", "ga,random", "--json",
+                "--no-progress", "--out", str(out), *tiny_model_args]
+
+    _in_process(argv(tmp_path / "straight"))
+    out = tmp_path / "shared"
+    _finished(_second_run_refused(argv(out), out / ".owlens.lock", tmp_path, capsys))
+    _same(_rows(out / "saliency-cases.jsonl"), _rows(tmp_path / "straight" / "saliency-cases.jsonl"))
+    _same(read_run(out)["tables"], read_run(tmp_path / "straight")["tables"])
+    _clean(out)
+
+
+def test_a_second_pope_run_on_one_out_is_refused_and_the_first_ends_as_if_alone(tiny_model_args, tmp_path, capsys):
+    from PIL import Image
+
+    from owlens.hallucination.pope_format import PopeQuestion, write_questions
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(images / f"{name}.png")
+    write_questions(tmp_path / "q.json", [PopeQuestion(i, f"{'ab'[i % 2]}.png", f"Is there a {shape} in the image?",
+                                                       "yes" if i % 3 else "no")
+                                          for i, shape in enumerate(["circle", "star", "cross", "square"] * 3)])
+
+    def argv(out):
+        return ["pope", "run", str(tmp_path / "q.json"), "--images", str(images), "--out", str(out),
+                "--max-new-tokens", "2", "--batch-size", "2", "--threshold", "0.5", "--no-progress",
+                *tiny_model_args]
+
+    _in_process(argv(tmp_path / "straight.jsonl"))
+    out = tmp_path / "shared" / "answers.jsonl"
+    _finished(_second_run_refused(argv(out), out.with_name("answers.jsonl.lock"), tmp_path / "shared", capsys))
+    _same(_rows(out), _rows(tmp_path / "straight.jsonl"))
