@@ -315,3 +315,58 @@ def test_an_out_below_a_file_is_refused_naming_the_file(command, pope, image, ti
     argv = [a.format(ro=blocked, pope=pope, image=image) for a in UNWRITABLE[command]]
     assert main([*argv, *(() if command in _NO_MODEL_ARGS else tiny_model_args)]) == 2
     assert f"{pope / 'file.txt'} is a file, not a folder" in _one_line_error(capsys)
+
+
+# -- a resume that is not the same computation is refused, with nothing rewritten ------------------------------
+
+@pytest.fixture
+def other_projector_args(tiny_model_args, tmp_path_factory):
+    """The tiny model's flags with another W (same shapes, other seed)."""
+    from owlens.models.tiny import save_tiny_checkpoints
+
+    other = save_tiny_checkpoints(tmp_path_factory.mktemp("other"), seed=1)
+    args = list(tiny_model_args)
+    args[args.index("--projector") + 1] = str(other["projector"])
+    return args
+
+
+def _bias_folder(pope):
+    import yaml
+
+    (pope / "spec.yaml").write_text(yaml.safe_dump({
+        "images": str(pope / "images"), "traits": ["heavy"], "max_new_tokens": 2,
+        "statistics": {"resamples": 50, "permutations": 50},
+        "groups": [{"name": "g", "folder": ".", "c_minus": "a red circle", "c_plus": "a blue circle"}]}))
+    return ["bias", str(pope / "spec.yaml"), "--out", str(pope / "bias"), "--no-progress"]
+
+
+@pytest.mark.parametrize("change", ["another W", "an image added"])
+def test_a_bias_resume_that_is_not_the_same_run_is_refused(change, pope, tiny_model_args, other_projector_args,
+                                                          capsys):
+    argv = _bias_folder(pope)
+    assert main([*argv, *tiny_model_args]) == 0
+    kept = {p.name: p.read_bytes() for p in (pope / "bias").iterdir() if p.is_file()}
+    if change == "another W":
+        model_args, expected = other_projector_args, "other weights"
+    else:
+        from PIL import Image
+
+        Image.new("RGB", (32, 32), (200, 30, 30)).save(pope / "images" / "new.png")
+        model_args, expected = tiny_model_args, "other inputs"
+    capsys.readouterr()
+    assert main([*argv, *model_args]) == 2
+    assert expected in _one_line_error(capsys)
+    assert {p.name: p.read_bytes() for p in (pope / "bias").iterdir() if p.is_file()} == kept
+
+
+def test_a_saliency_evaluation_resume_with_another_w_is_refused(tiny_model_args, other_projector_args, tmp_path,
+                                                               capsys):
+    out = tmp_path / "sal"
+    argv = ["evaluate", "saliency", "--scenes", "1", "--steps", "2", "--methods", "random", "--json",
+            "--no-progress", "--out", str(out)]
+    assert main([*argv, *tiny_model_args]) == 0
+    rows = (out / "saliency-cases.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, *other_projector_args]) == 2
+    assert "other weights" in _one_line_error(capsys)
+    assert (out / "saliency-cases.jsonl").read_bytes() == rows
