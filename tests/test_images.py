@@ -43,9 +43,11 @@ def test_truncated_jpeg_is_reported(tmp_path):
         load_image(path)
 
 
-def test_missing_file_and_bad_arrays():
+def test_missing_file_and_bad_arrays(tmp_path):
     with pytest.raises(ImageReadError, match="not found"):
         load_image("/no/such/image.png")
+    with pytest.raises(ImageReadError, match="expected an image file; received the folder"):
+        load_image(tmp_path)
     with pytest.raises(ImageReadError, match=r"\(2, 2, 5\)"):
         load_image(np.zeros((2, 2, 5), dtype=np.uint8))
     with pytest.raises(ImageReadError, match="float64"):

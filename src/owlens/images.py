@@ -52,6 +52,8 @@ def load_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
             raise ImageReadError(f"expected a uint8 image array; received dtype {source.dtype}")
         return to_rgb(Image.fromarray(source))
     path = Path(source)
+    if path.is_dir():
+        raise ImageReadError(f"expected an image file; received the folder {path}")
     if not path.is_file():
         raise ImageReadError(f"image not found: {path}")
     try:
