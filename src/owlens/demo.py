@@ -72,8 +72,7 @@ def _item(model, folder: Path, item_id: str, scene, question: str, explainers: d
     """One scene explained and checked; ``grounding``: how objects are judged (``resolve_grounding``)."""
     from owlens.explain import AnswerTarget, ExplainInputs
     from owlens.hallucination.check import ground
-    from owlens.hallucination.vocabulary import toy_vocabulary
-    from owlens.toyworld.text import owl_query
+    from owlens.toyworld.text import owl_query, toy_vocabulary
 
     image = Image.fromarray(scene.image)
     prompt = model.processor.chat(question)
@@ -107,9 +106,9 @@ def _item(model, folder: Path, item_id: str, scene, question: str, explainers: d
 
 
 def _bias(model, settings: DemoSettings) -> dict:
-    from owlens.bias.toy import validate_toy
+    from owlens.evaluation.bias_validation import validate_bias
 
-    result = validate_toy(model, seed=settings.seed, n_scenes=settings.bias_scenes)
+    result = validate_bias(model, seed=settings.seed, n_scenes=settings.bias_scenes)
     figures = result.to_dict()
     note = (f"Injected Δ = {figures['injected_delta']:g} on 'heavy'; measured {figures['biased']['delta']:.2f} "
             f"(95% CI {figures['biased']['ci'][0]:.2f}…{figures['biased']['ci'][1]:.2f}); control trait "

@@ -39,13 +39,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from owlens.hallucination.calibration import (
-        TOY_CALIBRATION_IMAGES,
-        TOY_CALIBRATION_SEED,
-        calibrate_on_questions,
-        calibrate_toy,
-        save_calibration,
-    )
+    from owlens.evaluation.toy_pope import TOY_CALIBRATION_IMAGES, TOY_CALIBRATION_SEED, calibrate_toy
+    from owlens.hallucination.calibration import save_calibration
+    from owlens.hallucination.runner import calibrate_on_questions
 
     if (args.questions is None) != (args.images is None):
         raise ValueError("expected --questions and --images together (or neither, for the toy world's split)")

@@ -31,8 +31,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from owlens.hallucination.check import check
-    from owlens.hallucination.vocabulary import coco_vocabulary, toy_vocabulary
+    from owlens.hallucination.vocabulary import coco_vocabulary
     from owlens.images import load_image
+    from owlens.toyworld.text import toy_vocabulary
 
     out = None if args.out is None else _drawing(args.out)  # before the model loads: a wrong --out costs seconds
     image = load_image(args.image)

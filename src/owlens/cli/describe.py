@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
 def _verdicts(args, model, embedding, prompt: str, answer: str) -> dict:
     from owlens.hallucination.calibration import resolve_grounding
     from owlens.hallucination.check import claimed, ground
-    from owlens.hallucination.vocabulary import coco_vocabulary, toy_vocabulary
+    from owlens.hallucination.vocabulary import coco_vocabulary
     from owlens.images import load_image
+    from owlens.toyworld.text import toy_vocabulary
 
     toy = args.vocabulary == "toy" or (args.vocabulary == "auto" and not (args.owl or args.mllm))
     grounding = resolve_grounding(model, args.threshold)  # as `owlens check` judges

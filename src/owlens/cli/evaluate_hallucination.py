@@ -40,13 +40,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from owlens.hallucination.toy_validation import validate_toy
+    from owlens.evaluation.hallucination_validation import validate_hallucination
 
     if args.out:
         output_folder(args.out)  # before the model loads: a wrong --out costs seconds
     model = load_model(args)
     with tempfile.TemporaryDirectory(prefix="owlens-pope-") as scratch, held_folder(args.out, model) as folder:
-        result = validate_toy(model, args.out or scratch, seed=args.seed, n_images=args.images,
+        result = validate_hallucination(model, args.out or scratch, seed=args.seed, n_images=args.images,
                               calibration_images=args.calibration_images, caption_images=args.captions,
                               batch_size=args.batch_size, progress=not args.no_progress,
                               log=lambda m: print(m, file=sys.stderr))

@@ -173,7 +173,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _toy(args: argparse.Namespace) -> int:
-    from owlens.hallucination.toy_pope import build_toy_pope
+    from owlens.evaluation.toy_pope import build_toy_pope
 
     files = build_toy_pope(args.out, seed=args.seed, n_images=args.images, calibration_images=args.calibration_images)
     write_json(files.to_dict())
