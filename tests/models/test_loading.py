@@ -5,7 +5,7 @@ import torch
 
 from owlens.models.joint import JointModel
 from owlens.models.loading import CheckpointNotFoundError
-from owlens.models.tiny import tiny_joint
+from owlens.toyworld.tiny import tiny_joint
 
 
 def test_saved_model_loads_back_bit_exact(tiny_checkpoints):
