@@ -28,6 +28,8 @@ from owlens.toyworld.checkpointing import CHECKPOINT_NAME, refuse_legacy_checkpo
 from owlens.toyworld.owl_ap import evaluate_ap50
 from owlens.toyworld.owl_forward import detect, query_tokens
 from owlens.toyworld.owl_loss import QUERIES, owl_loss, scene_targets
+from owlens.toyworld.tokenizer import build_tokenizer
+from owlens.toyworld.world import CLIP_MEAN, CLIP_STD, IMAGE_SIZE, PATCH_SIZE, sample_scene, to_pixel_values
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -61,8 +63,6 @@ _CKPT = CHECKPOINT_NAME
 def build_model(tokenizer, seed: int = 0):
     """A fresh 0.72M-parameter OWL-ViT for 64x64 images (8x8 patches), heads re-initialised."""
     from transformers import OwlViTConfig, OwlViTForObjectDetection
-
-    from owlens.toyworld.world import IMAGE_SIZE, PATCH_SIZE
 
     config = OwlViTConfig(
         text_config=dict(
@@ -104,8 +104,6 @@ def build_image_processor():
     """OwlViTImageProcessor for 64x64 without centre crop: same numbers as ``world.to_pixel_values``."""
     from transformers import OwlViTImageProcessor
 
-    from owlens.toyworld.world import CLIP_MEAN, CLIP_STD, IMAGE_SIZE
-
     size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     return OwlViTImageProcessor(
         size=size, crop_size=size, do_center_crop=False, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)
@@ -137,9 +135,6 @@ def train(
     ``stop_after`` ends the run at that step with a checkpoint, as a kill after it would (for staging and
     the resume test). A rerun with the same arguments continues bit-for-bit from the last checkpoint.
     """
-    from owlens.toyworld.tokenizer import build_tokenizer
-    from owlens.toyworld.world import sample_scene, to_pixel_values
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
