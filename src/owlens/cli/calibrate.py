@@ -9,6 +9,8 @@ from pathlib import Path
 
 from owlens.cli.common import HelpFormatter, at_least, load_model, model_options, write_json
 
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 _EPILOG = """\
 The file is calibration.json in the projector folder (--projector; the toy world's own for the shipped toy
 world), or in --save-to. `owlens check`, `describe --check`, the demo and `pope run` read it from there; it

@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 
 from owlens.cli.common import at_least, load_model, model_options, open_probability, output_folder, write_json
+from owlens.persist.atomic import atomic_write_bytes
+from owlens.persist.lock import folder_lock
+
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
 
 
 def register(subparsers) -> None:
@@ -68,8 +72,6 @@ def _write(out: Path, image, result, model, args: argparse.Namespace) -> None:
     import io
 
     from owlens.browse import check_run
-    from owlens.persist.atomic import atomic_write_bytes
-    from owlens.persist.lock import folder_lock
     from owlens.viz.boxes import draw_boxes
 
     labels = [f"{o.name} {o.presence:.2f}" + ("" if o.grounded else " UNGROUNDED") for o in result.objects]

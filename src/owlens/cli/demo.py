@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(

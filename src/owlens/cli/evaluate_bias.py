@@ -15,6 +15,8 @@ from owlens.cli.common import (
     write_json,
 )
 
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(

@@ -8,6 +8,8 @@ import tempfile
 
 from owlens.cli.common import HelpFormatter, at_least, held_folder, load_model, model_options, output_folder, write_json
 
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 _EPILOG = """\
 Prints {"pope": {SPLIT: {accuracy, precision, recall, f1, yes_ratio}}, "presence_auroc", "flag_auroc", "flag_ap",
 "disagreement_flag_auroc", "mllm_doubt_auroc", "detector_auroc", "flag_minus_doubt_auroc": [difference, lo, hi],

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 from owlens.cli.common import HelpFormatter, at_least, load_model, model_options, open_probability, write_json
+from owlens.persist.lock import folder_lock
+
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
 
 _RUN_EPILOG = """\
 Each row of ANSWERS: question_id, image, question, answer, parsed (yes/no as POPE's reference reads it),
@@ -134,7 +137,6 @@ def run_folder(answers: str) -> Path:
 
 def _browsable(args: argparse.Namespace, model) -> None:
     from owlens.browse import pope_run
-    from owlens.persist.lock import folder_lock
 
     folder = run_folder(args.out)
     settings = {"questions": str(Path(args.questions).resolve()), "images": str(Path(args.images).resolve()),
