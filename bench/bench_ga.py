@@ -55,7 +55,7 @@ def _timed(fn, repeats: int) -> float:
 
 
 def _tiny() -> Case:
-    from owlens.models.tiny import tiny_joint, tiny_processor
+    from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
     model = tiny_joint(0, processor=tiny_processor())
     with torch.no_grad():

@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     from owlens.bias.scoring import SCALE, TraitScorer
-    from owlens.bias.toy import TOY_PROMPT, toy_scenes
+    from owlens.evaluation.bias_validation import TOY_PROMPT, toy_scenes
     from owlens.models.joint import JointModel
     from owlens.toyworld.defects import TRAITS
     from owlens.toyworld.world import to_pixel_values

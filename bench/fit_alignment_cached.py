@@ -17,7 +17,7 @@ import torch
 
 from owlens.align.trainer import _scheduler
 from owlens.models.alignment import Alignment, AlignmentConfig
-from owlens.models.loading import load_joint
+from owlens.models.joint import JointModel
 from owlens.toyworld.train_align import _STREAM, ToyScenes
 
 _FIT_STREAM = 777  # a scene stream neither the recipe nor the evaluators draw from
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = load_joint(device="cpu", dtype="fp32")  # the shipped toy OWL and LLaVA (W is not used)
+    model = JointModel.from_pretrained(device="cpu", dtype="fp32")  # the shipped toy OWL and LLaVA (W is not used)
     train = cached_pairs(model, args.scenes, _FIT_STREAM)
     held_out = cached_pairs(model, 2048, _STREAM + 1)  # the stream train_align's quality check uses
     held_in = (train[0][:2048], train[1][:2048])

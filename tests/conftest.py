@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     """A tiny J written to disk the way real checkpoints are laid out: owl/, mllm/, projector/."""
-    from owlens.models.tiny import save_tiny_checkpoints
+    from owlens.toyworld.tiny import save_tiny_checkpoints
 
     return {k: str(v) for k, v in save_tiny_checkpoints(tmp_path_factory.mktemp("tiny")).items()}
 

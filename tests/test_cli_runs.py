@@ -130,7 +130,7 @@ def test_a_pope_run_renders_and_refuses_other_weights_on_resume(pope, tiny_model
     flagged = [r for r in map(json.loads, (pope / "answers.jsonl").read_text().splitlines()) if r["flag"]]
     assert len(run["items"]) == len(run["tables"][0]["rows"]) == len(flagged) and "q" in run["pope"]
     capsys.readouterr()
-    from owlens.models.tiny import save_tiny_checkpoints
+    from owlens.toyworld.tiny import save_tiny_checkpoints
 
     other = save_tiny_checkpoints(tmp_path_factory.mktemp("other"), seed=1)
     args = list(tiny_model_args)
@@ -219,7 +219,7 @@ def test_a_saliency_evaluation_folder_renders(tiny_model_args, tmp_path, capsys)
 
 @pytest.mark.parametrize("damage", ["garbage weights", "owl as mllm"])
 def test_unloadable_weights_are_one_line(damage, tmp_path, image, capsys):
-    from owlens.models.tiny import save_tiny_checkpoints
+    from owlens.toyworld.tiny import save_tiny_checkpoints
 
     paths = {k: str(v) for k, v in save_tiny_checkpoints(tmp_path / "tiny").items()}
     if damage == "garbage weights":
@@ -322,7 +322,7 @@ def test_an_out_below_a_file_is_refused_naming_the_file(command, pope, image, ti
 @pytest.fixture
 def other_projector_args(tiny_model_args, tmp_path_factory):
     """The tiny model's flags with another W (same shapes, other seed)."""
-    from owlens.models.tiny import save_tiny_checkpoints
+    from owlens.toyworld.tiny import save_tiny_checkpoints
 
     other = save_tiny_checkpoints(tmp_path_factory.mktemp("other"), seed=1)
     args = list(tiny_model_args)

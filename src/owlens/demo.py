@@ -17,7 +17,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from owlens.evaluation.bias_validation import validate_bias
+from owlens.explain import AnswerTarget, ExplainInputs
+from owlens.explain.registry import make_explainer
+from owlens.hallucination.calibration import resolve_grounding
+from owlens.hallucination.check import ground
+from owlens.models.joint import JointModel
+from owlens.persist.lock import folder_lock
 from owlens.rundir import save_image, save_saliency, write_run
+from owlens.toyworld.defects import COOCCUR_CUE, COOCCUR_PARTNER
+from owlens.toyworld.text import CAPTION_QUESTION, owl_query, presence_question, toy_vocabulary
+from owlens.toyworld.world import sample_scene
 
 __all__ = ["DemoSettings", "run_demo"]
 
@@ -40,10 +50,6 @@ def _scenes(model, seed: int, candidates: int = 64) -> list[tuple[str, object, s
     the prior (greedy answer "yes"; J does on about three in four), so that the demo shows the hallucination it
     promises; if none of ``candidates`` does, the first candidate, and the report shows the "no".
     """
-    from owlens.toyworld.defects import COOCCUR_CUE, COOCCUR_PARTNER
-    from owlens.toyworld.text import CAPTION_QUESTION, presence_question
-    from owlens.toyworld.world import sample_scene
-
     rng = np.random.default_rng([seed, 2024])
     first = sample_scene(rng, n_objects=3, prior=False)
     question = presence_question(None, COOCCUR_PARTNER)
@@ -62,19 +68,12 @@ def _scenes(model, seed: int, candidates: int = 64) -> list[tuple[str, object, s
 
 
 def _explainers(model, methods: Sequence[str]) -> dict:
-    from owlens.explain.registry import make_explainer
-
     return {name: make_explainer(name, model) for name in methods}
 
 
 def _item(model, folder: Path, item_id: str, scene, question: str, explainers: dict, settings: DemoSettings,
           grounding) -> dict:
     """One scene explained and checked; ``grounding``: how objects are judged (``resolve_grounding``)."""
-    from owlens.explain import AnswerTarget, ExplainInputs
-    from owlens.hallucination.check import ground
-    from owlens.hallucination.vocabulary import toy_vocabulary
-    from owlens.toyworld.text import owl_query
-
     image = Image.fromarray(scene.image)
     prompt = model.processor.chat(question)
     pixel_values = model.pixel_values(image)
@@ -107,9 +106,7 @@ def _item(model, folder: Path, item_id: str, scene, question: str, explainers: d
 
 
 def _bias(model, settings: DemoSettings) -> dict:
-    from owlens.bias.toy import validate_toy
-
-    result = validate_toy(model, seed=settings.seed, n_scenes=settings.bias_scenes)
+    result = validate_bias(model, seed=settings.seed, n_scenes=settings.bias_scenes)
     figures = result.to_dict()
     note = (f"Injected Δ = {figures['injected_delta']:g} on 'heavy'; measured {figures['biased']['delta']:.2f} "
             f"(95% CI {figures['biased']['ci'][0]:.2f}…{figures['biased']['ci'][1]:.2f}); control trait "
@@ -122,21 +119,15 @@ def _bias(model, settings: DemoSettings) -> dict:
 
 def run_demo(out_dir: str | Path, *, model=None, settings: DemoSettings = DemoSettings(), log=print) -> Path:
     """Write the demo's run folder into ``out_dir`` (run.json last: a folder with run.json is complete)."""
-
-    from owlens.persist.lock import folder_lock
-
     folder = Path(out_dir)
     with folder_lock(folder):  # two demos into one folder would interleave their maps
         return _run_demo(folder, model, settings, log)
 
 
 def _run_demo(folder: Path, model, settings: DemoSettings, log) -> Path:
-    from owlens.models.joint import JointModel
-
     timings, start = {}, time.perf_counter()
     model = model or JointModel.from_pretrained(device="cpu", dtype="fp32")
     timings["load_s"] = round(time.perf_counter() - start, 2)
-    from owlens.hallucination.calibration import resolve_grounding
 
     explainers = _explainers(model, settings.methods)
     grounding = resolve_grounding(model, log=log)  # the model's own τ and flag; said once when it has none

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from owlens.align import AlignConfig, list_images, train_alignment
-from owlens.models.tiny import tiny_joint, tiny_processor
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 
 def _images(count=24, seed=0):
@@ -144,7 +144,7 @@ _KILLED_IN_SWAP = """
 import os, sys
 import numpy as np
 from owlens.align import AlignConfig, train_alignment, trainer
-from owlens.models.tiny import tiny_joint, tiny_processor
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 step, out = sys.argv[1], sys.argv[2]
 seen = []

@@ -17,7 +17,7 @@ def tiny_model():
     """A tiny J in float64 (gradients exact enough to compare signs) with the toy world's processor."""
     import torch
 
-    from owlens.models.tiny import tiny_joint, tiny_processor
+    from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
     return tiny_joint(0, dtype=torch.float64, processor=tiny_processor())
 

@@ -27,7 +27,7 @@ def toy():
 
 @pytest.fixture(scope="module")
 def scenes_embedding(toy):
-    from owlens.bias.toy import toy_scenes
+    from owlens.evaluation.bias_validation import toy_scenes
     from owlens.toyworld.world import to_pixel_values
 
     with torch.no_grad():
@@ -36,7 +36,7 @@ def scenes_embedding(toy):
 
 def _identity_scores(toy, embedding, batch_size):
     from owlens.bias.scoring import TraitScorer
-    from owlens.bias.toy import TOY_PERTURBATION, TOY_PROMPT, toy_concept
+    from owlens.evaluation.bias_validation import TOY_PERTURBATION, TOY_PROMPT, toy_concept
 
     perturber = TOY_PERTURBATION.build(toy)
     scorer = TraitScorer(toy, TOY_PROMPT, max_new_tokens=0)
@@ -60,7 +60,7 @@ def test_the_identity_step_follows_the_exact_gradient_of_the_squared_logits(toy,
     import copy
 
     from owlens.bias.fgsm import FGSM
-    from owlens.bias.toy import toy_concept
+    from owlens.evaluation.bias_validation import toy_concept
 
     red = toy_concept("red")
     embedding = scenes_embedding[:10]

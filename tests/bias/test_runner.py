@@ -10,7 +10,7 @@ from PIL import Image
 from owlens.bias import BiasProbe
 from owlens.bias.runner import RECORDS, read_records, run_benchmark
 from owlens.bias.spec import parse_spec
-from owlens.bias.toy import TOY_PROMPT
+from owlens.evaluation.bias_validation import TOY_PROMPT
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from owlens.bias import PAPER_PROMPT, TraitScorer, parse_score
-from owlens.bias.toy import TOY_PROMPT
+from owlens.evaluation.bias_validation import TOY_PROMPT
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -3,12 +3,12 @@
 import pytest
 
 from owlens.bias.spec import PerturbationSpec
-from owlens.bias.toy import TOY_PERTURBATION, toy_concept, toy_scenes, validate_toy
+from owlens.evaluation.bias_validation import TOY_PERTURBATION, toy_concept, toy_scenes, validate_bias
 
 
 @pytest.fixture(scope="module")
 def result(tiny_model):
-    return validate_toy(tiny_model, n_scenes=6, batch_size=4)
+    return validate_bias(tiny_model, n_scenes=6, batch_size=4)
 
 
 def test_scenes_are_red_single_objects_from_the_held_out_stream():
@@ -43,11 +43,11 @@ def test_result_carries_the_issue_s_fields(result):
 def test_shape_queries_and_bad_modes(tiny_model):
     assert toy_concept("red", "star").queries == ("a photo of a red star",)
     assert len(toy_concept("blue").queries) == 5
-    shaped = validate_toy(tiny_model, n_scenes=3, queries="shape",
+    shaped = validate_bias(tiny_model, n_scenes=3, queries="shape",
                           perturbation=PerturbationSpec("pgd", 0.5, steps=2), max_new_tokens=0)
     assert shaped.settings["queries"] == "shape" and shaped.biased["n"] == 3
     with pytest.raises(ValueError, match="query mode"):
-        validate_toy(tiny_model, n_scenes=1, queries="size")
+        validate_bias(tiny_model, n_scenes=1, queries="size")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def shipped():
         model = JointModel.from_pretrained(device="cpu", dtype="fp32")
     except CheckpointNotFoundError:
         pytest.skip("the toy-world weights are not built")
-    return validate_toy(model, seed=0, n_scenes=200, max_new_tokens=0)
+    return validate_bias(model, seed=0, n_scenes=200, max_new_tokens=0)
 
 
 def test_the_measure_finds_the_bias_above_every_control(shipped):

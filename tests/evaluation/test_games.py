@@ -10,7 +10,7 @@ from owlens.evaluation.games import CaseGames
 from owlens.evaluation.insertion_deletion import token_order
 from owlens.evaluation.pixel_deletion import PixelDeletionInsertion, patch_images
 from owlens.evaluation.saliency_cases import SaliencyCase
-from owlens.models.tiny import tiny_joint, tiny_processor
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 from owlens.toyworld.world import sample_scene, without
 
 PROMPT = "<s> USER: <image>\nis there a star ? ASSISTANT:"

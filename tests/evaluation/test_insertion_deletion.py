@@ -6,7 +6,7 @@ import torch
 
 from owlens.evaluation import DeletionInsertion
 from owlens.evaluation.insertion_deletion import token_order
-from owlens.models.tiny import tiny_joint, tiny_processor
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 PROMPT = "<s> USER: <image>\nis there a star ? ASSISTANT:"
 

@@ -10,8 +10,8 @@ from owlens.evaluation import saliency_benchmark
 from owlens.evaluation.saliency_benchmark import run_saliency_benchmark, summarise
 from owlens.evaluation.saliency_cases import cue_candidates, object_cases
 from owlens.evaluation.wsol import read_wsol_folder
-from owlens.models.tiny import tiny_joint, tiny_processor
 from owlens.toyworld.text import CAPTION_QUESTION, caption
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 KEYS = {"pointing_game", "mass_accuracy", "rank_accuracy", "maxboxacc", "deletion_auc", "insertion_auc",
         "cue_pointing"}

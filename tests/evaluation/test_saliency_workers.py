@@ -8,7 +8,7 @@ import pytest
 from owlens.evaluation import _workers
 from owlens.evaluation.saliency_benchmark import RECORDS, run_saliency_benchmark
 from owlens.models.joint import JointModel
-from owlens.models.tiny import tiny_joint, tiny_processor
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 METHODS = ["ga", "object_attribution", "detection_only", "random"]
 

@@ -7,7 +7,7 @@ from owlens.explain import AnswerTarget, ExplainInputs, GradientAlignment, Token
 from owlens.explain._base import grid_to_image
 from owlens.explain.registry import METHODS, make_explainer
 from owlens.explain.rollout import rollout
-from owlens.models.tiny import tiny_joint, tiny_processor
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 PROMPT = "<s> USER: <image>\nwhat is in the image ? ASSISTANT:"
 OTHER = "<s> USER: <image>\nis there a red star ? ASSISTANT:"

@@ -10,7 +10,7 @@ from owlens.explain import AnswerTarget, ExplainInputs, GradientAlignment, Token
 from owlens.explain._lm_grads import logit_gradients
 from owlens.explain._owl_grads import compiled_box_cosines
 from owlens.explain.targets import TokenPlan
-from owlens.models.tiny import tiny_joint, tiny_processor
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 PROMPT = "<s> USER: <image>\nwhat is in the image ? ASSISTANT:"
 

@@ -7,7 +7,7 @@ import torch
 from owlens.explain import ExplainInputs, TokenTarget
 from owlens.explain.maps import boxes_to_pixels
 from owlens.explain.object_attribution import ObjectAttribution, covered_tokens, default_vocabulary
-from owlens.models.tiny import tiny_joint, tiny_processor
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 PROMPT = "<s> USER: <image>\nwhat is in the image ? ASSISTANT: a large red"
 VOCABULARY = ["a photo of a circle", "a photo of a star", "a photo of a red cross"]

@@ -6,7 +6,7 @@ import torch
 from owlens.explain._owl_grads import box_cosines
 from owlens.explain._owl_layer import attention_block, attention_tangent, check_layer
 from owlens.models.detection import DetectionBranch
-from owlens.models.tiny import TINY_VOCAB, tiny_owl
+from owlens.toyworld.tiny import TINY_VOCAB, tiny_owl
 
 
 def _owlv2(dtype):

@@ -3,7 +3,8 @@
 import pytest
 
 from owlens.hallucination.chair import chair, coco_truth, toy_truth
-from owlens.hallucination.vocabulary import ObjectVocabulary, coco_vocabulary, singular, toy_vocabulary
+from owlens.hallucination.vocabulary import ObjectVocabulary, coco_vocabulary, singular
+from owlens.toyworld.text import toy_vocabulary
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -11,11 +11,11 @@ SHIPPED = all((TOY_WEIGHTS / part / "model.safetensors").is_file() for part in (
 
 @pytest.mark.skipif(not SHIPPED, reason="shipped toy-world weights not built yet")
 def test_the_flag_finds_the_wrong_answers_on_the_adversarial_split(tmp_path):
-    from owlens.hallucination.toy_validation import validate_toy
+    from owlens.evaluation.hallucination_validation import validate_hallucination
     from owlens.models.joint import JointModel
 
     model = JointModel.from_pretrained(device="cpu", dtype="fp32")
-    result = validate_toy(model, tmp_path, seed=1, n_images=50, calibration_images=40, caption_images=0,
+    result = validate_hallucination(model, tmp_path, seed=1, n_images=50, calibration_images=40, caption_images=0,
                           log=lambda *_: None).to_dict()
     assert result["flag_auroc"] >= 0.9 and result["presence_auroc"] >= 0.9
     injected = result["injected"]

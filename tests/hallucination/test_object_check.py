@@ -10,9 +10,9 @@ from PIL import Image
 from owlens.cli import main
 from owlens.hallucination.check import check
 from owlens.hallucination.flag import PresenceThreshold
-from owlens.hallucination.vocabulary import toy_vocabulary
 from owlens.models.language import Generation
-from owlens.models.tiny import tiny_joint, tiny_processor
+from owlens.toyworld.text import toy_vocabulary
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from owlens.evaluation.toy_pope import build_toy_pope
 from owlens.hallucination import runner
 from owlens.hallucination.answers import parse_answer
 from owlens.hallucination.pope_format import read_questions, write_questions
 from owlens.hallucination.runner import PopeRunConfig, merge_parts, part_paths, run_pope
-from owlens.hallucination.toy_pope import build_toy_pope
-from owlens.models.tiny import tiny_joint, tiny_processor
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 CONFIG = PopeRunConfig(batch_size=4, max_new_tokens=2)
 

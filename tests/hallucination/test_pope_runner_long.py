@@ -16,7 +16,7 @@ from PIL import Image
 from owlens.hallucination import runner
 from owlens.hallucination.pope_format import read_questions
 from owlens.hallucination.runner import PopeRunConfig, run_pope
-from owlens.models.tiny import tiny_joint, tiny_processor
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import json
 import subprocess
 import sys
 
+from owlens.evaluation.toy_pope import build_toy_pope
 from owlens.hallucination.pope_format import read_questions
-from owlens.hallucination.toy_pope import build_toy_pope
 
 
 def test_two_processes_write_one_merged_file(tiny_checkpoints, tmp_path):

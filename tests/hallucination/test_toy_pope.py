@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from owlens.evaluation.toy_pope import SPLITS, build_toy_pope, training_statistics
 from owlens.hallucination.pope_format import object_of, read_questions
-from owlens.hallucination.toy_pope import SPLITS, build_toy_pope, training_statistics
 from owlens.toyworld.defects import COOCCUR_CUE, COOCCUR_PARTNER
 from owlens.toyworld.world import SHAPES
 

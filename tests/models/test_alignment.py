@@ -5,7 +5,7 @@ import torch
 
 from owlens.models.alignment import Alignment, AlignmentConfig
 from owlens.models.joint import JointModel
-from owlens.models.tiny import tiny_llava, tiny_owl
+from owlens.toyworld.tiny import tiny_llava, tiny_owl
 
 
 def test_paper_and_light_shapes():

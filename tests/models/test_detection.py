@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from owlens.models.detection import DetectionBranch
-from owlens.models.tiny import TINY_VOCAB, tiny_owl
+from owlens.toyworld.tiny import TINY_VOCAB, tiny_owl
 
 
 def _queries(count=3, length=16, seed=0):

@@ -3,7 +3,7 @@ applied once per image then indexed equals W applied per question."""
 
 import torch
 
-from owlens.models.tiny import tiny_joint, tiny_processor
+from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 
 def test_first_step_logits_and_w_once_match_the_separate_forward():

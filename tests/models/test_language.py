@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from owlens.models.language import LanguageBranch
-from owlens.models.tiny import TINY_IMAGE_TOKEN_ID, tiny_joint, tiny_llava
+from owlens.toyworld.tiny import TINY_IMAGE_TOKEN_ID, tiny_joint, tiny_llava
 
 
 def _prompt(batch=2, length=24, start=3):

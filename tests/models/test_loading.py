@@ -5,7 +5,7 @@ import torch
 
 from owlens.models.joint import JointModel
 from owlens.models.loading import CheckpointNotFoundError
-from owlens.models.tiny import tiny_joint
+from owlens.toyworld.tiny import tiny_joint
 
 
 def test_saved_model_loads_back_bit_exact(tiny_checkpoints):
@@ -68,3 +68,12 @@ def test_dtype_names():
     assert resolve_dtype("bf16") == torch.bfloat16 and resolve_dtype("auto", torch.device("cpu")) == torch.float32
     with pytest.raises(ValueError, match="expected 'auto' or one of"):
         resolve_dtype("int3")
+
+
+def test_from_pretrained_builds_the_class_it_is_called_on(tiny_checkpoints):
+    class Traced(JointModel):
+        pass
+
+    model = Traced.from_pretrained(**tiny_checkpoints, dtype="fp32", device="cpu")
+    assert type(model) is Traced
+    assert model.sources["owl"] == tiny_checkpoints["owl"] and model.projector_folder is not None

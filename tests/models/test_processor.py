@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from owlens.models.processor import GridMismatchError, check_grids
-from owlens.models.tiny import TINY_IMAGE_TOKEN_ID, tiny_llava, tiny_owl, tiny_processor
+from owlens.toyworld.tiny import TINY_IMAGE_TOKEN_ID, tiny_llava, tiny_owl, tiny_processor
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_joint_model_refuses_mismatched_grids():
 
 
 def test_high_level_calls_agree_with_the_tensor_calls(processor):
-    from owlens.models.tiny import tiny_joint
+    from owlens.toyworld.tiny import tiny_joint
 
     model = tiny_joint(0, processor=processor)
     image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)

@@ -38,8 +38,9 @@ class Oracle:
             self.scenes[scene.image.tobytes()] = scene
             return scene
 
-        monkeypatch.setattr(world, "sample_scene", lambda *a, **k: record(sample(*a, **k)))
-        monkeypatch.setattr(world, "recolour", lambda *a, **k: record(recolour(*a, **k)))
+        # patched where the metrics look them up (evaluate imports them by name)
+        monkeypatch.setattr(evaluate, "sample_scene", lambda *a, **k: record(sample(*a, **k)))
+        monkeypatch.setattr(evaluate, "recolour", lambda *a, **k: record(recolour(*a, **k)))
 
     def answer(self, scene: world.Scene, question: str) -> str:
         words = question.split()

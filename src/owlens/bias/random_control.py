@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import torch
 
-from owlens.bias.perturbation import OWL_TEMPLATE, Concept, Perturbation, finish, query_embeds_for
+from owlens.bias.perturbation import (
+    OWL_TEMPLATE,
+    Concept,
+    Perturbation,
+    borrowed_for_gradients,
+    finish,
+    query_embeds_for,
+)
+from owlens.bias.region import owl_region
 
 __all__ = ["OrthogonalRandomPerturbation", "RandomPerturbation"]
 
@@ -87,8 +95,6 @@ class OrthogonalRandomPerturbation:
 
     def _jacobian(self, x: torch.Tensor, queries: torch.Tensor, pairs: list) -> tuple[list, list]:
         """Per image b: the logits (k_b,) of its (box, query) ``pairs[b]`` at x and their gradients (k_b, 1+N, d)."""
-        from owlens.bias.perturbation import borrowed_for_gradients
-
         values: list[list[torch.Tensor]] = [[] for _ in pairs]
         rows: list[list[torch.Tensor]] = [[] for _ in pairs]
         with borrowed_for_gradients(self.model):
@@ -119,8 +125,6 @@ class OrthogonalRandomPerturbation:
         # The boxes held still: those on moved tokens where OWL sees C− (presence ≥ REGION × the image's best),
         # the swap loss's own region. For the paper's attack, which moves all of E, holding every box's logits
         # would cost a backward per box and query (640 on the toy world) at every step.
-        from owlens.bias.region import owl_region
-
         seen = owl_region(self.model, embedding, queries, len(minus.queries), REGION).cpu()  # (B, N)
         pairs = [[(int(m), q) for m in torch.nonzero(row).flatten() for q in range(len(queries))]
                  for row in moved[:, 1:] & seen]

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from owlens.bias.fgsm import FGSM
 from owlens.bias.perturbation import OWL_TEMPLATE, PAPER_TARGET, Concept
+from owlens.bias.pgd import PGD
 from owlens.bias.scoring import PAPER_PROMPT
 
 __all__ = ["IMAGE_SUFFIXES", "BenchmarkSpec", "GroupSpec", "PerturbationSpec", "SpecError", "load_spec",
@@ -60,11 +62,7 @@ class PerturbationSpec:
     def build(self, model, owl_template: str = OWL_TEMPLATE):
         """The perturber this spec describes, over ``model``."""
         if self.method == "fgsm":
-            from owlens.bias.fgsm import FGSM
-
             return FGSM(model, self.epsilon, target=self.target, owl_template=owl_template, region=self.region)
-        from owlens.bias.pgd import PGD
-
         return PGD(model, self.epsilon, self.steps, step_size=self.step_size, norm=self.norm, target=self.target,
                    owl_template=owl_template, region=self.region)
 

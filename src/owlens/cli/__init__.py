@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from owlens import __version__
+from owlens.cli.common import HelpFormatter
 
 __all__ = ["main", "build_parser"]
 
@@ -45,8 +46,6 @@ class _Parser(argparse.ArgumentParser):
     """Every (sub)command's help in one formatter: descriptions as written, each option's default shown."""
 
     def __init__(self, *args, **kwargs):
-        from owlens.cli.common import HelpFormatter
-
         kwargs["formatter_class"] = HelpFormatter
         super().__init__(*args, **kwargs)
 

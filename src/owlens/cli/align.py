@@ -6,6 +6,8 @@ import argparse
 
 from owlens.cli.common import HelpFormatter, at_least, below, output_folder, positive_float
 
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 _EPILOG = """\
 Paper defaults: AdamW lr 1e-4, weight decay 1e-2, global batch 16, one epoch, the deep MLP
 768→8192→8192→8192→4096 (ReLU). Rerun the same command to resume from the last checkpoint in --out.

@@ -6,6 +6,10 @@ import argparse
 import sys
 
 from owlens.cli.common import load_model, model_options, output_folder, write_json
+from owlens.persist.atomic import atomic_write_text
+from owlens.persist.lock import folder_lock
+
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
 
 
 def register(subparsers) -> None:
@@ -27,8 +31,6 @@ def run(args: argparse.Namespace) -> int:
     from owlens.bias.runner import run_benchmark
     from owlens.bias.spec import load_spec
     from owlens.browse import bias_run
-    from owlens.persist.atomic import atomic_write_text
-    from owlens.persist.lock import folder_lock
     from owlens.viz.bias_plot import bias_plot_svg
 
     spec = load_spec(args.spec)  # validated before the model loads: a typo costs seconds, not a load

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from owlens.cli.common import HelpFormatter, at_least, load_model, model_options, output_folder, write_json
 
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 _EPILOG = """\
 The file is calibration.json in the projector folder (--projector; the toy world's own for the shipped toy
 world), or in --save-to. `owlens check`, `describe --check`, the demo and `pope run` read it from there; it
@@ -39,13 +41,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from owlens.hallucination.calibration import (
-        TOY_CALIBRATION_IMAGES,
-        TOY_CALIBRATION_SEED,
-        calibrate_on_questions,
-        calibrate_toy,
-        save_calibration,
-    )
+    from owlens.evaluation.toy_pope import TOY_CALIBRATION_IMAGES, TOY_CALIBRATION_SEED, calibrate_toy
+    from owlens.hallucination.calibration import save_calibration
+    from owlens.hallucination.runner import calibrate_on_questions
 
     if (args.questions is None) != (args.images is None):
         raise ValueError("expected --questions and --images together (or neither, for the toy world's split)")

@@ -14,6 +14,10 @@ from owlens.cli.common import (
     output_folder,
     write_json,
 )
+from owlens.persist.atomic import atomic_write_bytes
+from owlens.persist.lock import folder_lock
+
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
 
 
 def register(subparsers) -> None:
@@ -39,8 +43,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from owlens.hallucination.check import check
-    from owlens.hallucination.vocabulary import coco_vocabulary, toy_vocabulary
+    from owlens.hallucination.vocabulary import coco_vocabulary
     from owlens.images import load_image
+    from owlens.toyworld.text import toy_vocabulary
 
     out = None if args.out is None else _drawing(args.out)  # before the model loads: a wrong --out costs seconds
     image = load_image(args.image)
@@ -73,8 +78,6 @@ def _write(out: Path, image, result, model, args: argparse.Namespace) -> None:
     import io
 
     from owlens.browse import check_run
-    from owlens.persist.atomic import atomic_write_bytes
-    from owlens.persist.lock import folder_lock
     from owlens.viz.boxes import draw_boxes
 
     labels = [f"{o.name} {o.presence:.2f}" + ("" if o.grounded else " UNGROUNDED") for o in result.objects]

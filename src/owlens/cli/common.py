@@ -10,6 +10,12 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from owlens.persist.atomic import atomic_write_text
+from owlens.persist.fingerprint import FINGERPRINT, Fingerprint, claim, model_weights
+from owlens.persist.lock import folder_lock
+
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 __all__ = ["HelpFormatter", "at_least", "below", "fraction", "held_folder", "load_model", "model_options",
            "open_probability", "output_file", "output_folder", "positive_float", "probability", "write_json"]
 
@@ -146,8 +152,6 @@ def held_folder(out: str | Path | None, model, settings: dict | None = None):
     if out is None:
         yield None
         return
-    from owlens.persist.fingerprint import FINGERPRINT, Fingerprint, claim, model_weights
-    from owlens.persist.lock import folder_lock
 
     folder = output_folder(out).resolve()
     with folder_lock(folder):
@@ -168,7 +172,6 @@ def write_json(payload, path: str | Path | None = None) -> None:
     if path is None:
         sys.stdout.write(text)
         return
-    from owlens.persist.atomic import atomic_write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from owlens.cli.check import print_verdicts
 from owlens.cli.common import at_least, load_model, model_options, positive_float, write_json
+
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
 
 
 def register(subparsers) -> None:
@@ -29,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # here, not at the top: `owlens --help` builds every parser and must start without torch
+    import torch
 
     model = load_model(args)
     prompt = args.prompt if model.processor.image_token in args.prompt else model.processor.chat(args.prompt)
@@ -46,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(result.texts[0])
     if verdicts is not None:
-        from owlens.cli.check import print_verdicts
         from owlens.hallucination.check import ObjectVerdict
 
         objects = [ObjectVerdict(**{**o, "box_xyxy_px": tuple(o["box_xyxy_px"])}) for o in verdicts["objects"]]
@@ -57,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
 def _verdicts(args, model, embedding, prompt: str, answer: str) -> dict:
     from owlens.hallucination.calibration import resolve_grounding
     from owlens.hallucination.check import claimed, ground
-    from owlens.hallucination.vocabulary import coco_vocabulary, toy_vocabulary
+    from owlens.hallucination.vocabulary import coco_vocabulary
     from owlens.images import load_image
+    from owlens.toyworld.text import toy_vocabulary
 
     toy = args.vocabulary == "toy" or (args.vocabulary == "auto" and not (args.owl or args.mllm))
     grounding = resolve_grounding(model, args.threshold)  # as `owlens check` judges

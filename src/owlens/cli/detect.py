@@ -6,6 +6,8 @@ import argparse
 
 from owlens.cli.common import at_least, load_model, model_options, output_file, probability, write_json
 
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -23,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # here, not at the top: `owlens --help` builds every parser and must start without torch
+    import torch
 
     from owlens.images import load_image
     from owlens.models.postprocess import select_boxes

@@ -15,6 +15,8 @@ from owlens.cli.common import (
     write_json,
 )
 
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -47,7 +49,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from owlens.bias.spec import PerturbationSpec
-    from owlens.bias.toy import TOY_PERTURBATION, export_toy_images, validate_toy
+    from owlens.evaluation.bias_validation import TOY_PERTURBATION, export_toy_images, validate_bias
 
     if args.out:
         output_folder(args.out)  # before the model loads: a wrong --out costs seconds
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         PerturbationSpec(**{**TOY_PERTURBATION.to_dict(), **chosen})
     model = load_model(args)
     with held_folder(args.out, model) as folder:
-        result = validate_toy(model, seed=args.seed, n_scenes=args.n_scenes, perturbation=perturbation,
+        result = validate_bias(model, seed=args.seed, n_scenes=args.n_scenes, perturbation=perturbation,
                               queries=args.queries, progress=args.progress).to_dict()
         if folder is not None:
             _browsable(folder, result, model)

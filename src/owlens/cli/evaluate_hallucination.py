@@ -8,6 +8,8 @@ import tempfile
 
 from owlens.cli.common import HelpFormatter, at_least, held_folder, load_model, model_options, output_folder, write_json
 
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 _EPILOG = """\
 Prints {"pope": {SPLIT: {accuracy, precision, recall, f1, yes_ratio}}, "presence_auroc", "flag_auroc", "flag_ap",
 "disagreement_flag_auroc", "mllm_doubt_auroc", "detector_auroc", "flag_minus_doubt_auroc": [difference, lo, hi],
@@ -40,13 +42,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from owlens.hallucination.toy_validation import validate_toy
+    from owlens.evaluation.hallucination_validation import validate_hallucination
 
     if args.out:
         output_folder(args.out)  # before the model loads: a wrong --out costs seconds
     model = load_model(args)
     with tempfile.TemporaryDirectory(prefix="owlens-pope-") as scratch, held_folder(args.out, model) as folder:
-        result = validate_toy(model, args.out or scratch, seed=args.seed, n_images=args.images,
+        result = validate_hallucination(model, args.out or scratch, seed=args.seed, n_images=args.images,
                               calibration_images=args.calibration_images, caption_images=args.captions,
                               batch_size=args.batch_size, progress=not args.no_progress,
                               log=lambda m: print(m, file=sys.stderr))

@@ -8,6 +8,8 @@ import tempfile
 
 from owlens.cli.common import HelpFormatter, at_least, held_folder, load_model, model_options, output_folder, write_json
 
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 _EPILOG = """\
 Prints {"methods": {NAME: {"pointing_game", "mass_accuracy", "rank_accuracy", "maxboxacc", "deletion_auc",
 "insertion_auc", "deletion_auc_pixel", "insertion_auc_pixel", "causal_pointing": {"object"|CUE: value},

@@ -12,6 +12,8 @@ from owlens.cli.common import at_least, load_model, model_options, output_folder
 from owlens.persist.atomic import atomic_write_bytes
 from owlens.persist.lock import folder_lock
 
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 # The explainers by name, as owlens.explain.registry lists them (GA first; kept literal so --help stays light).
 _METHODS = ("ga", "object_attribution", "gradient", "gradient_input", "attention", "rollout", "detection_only",
             "random")
@@ -41,7 +43,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from owlens.browse import explain_run  # numpy and the report: not needed to build the parser
+    from owlens.browse import explain_run
     from owlens.explain import AnswerTarget, ExplainInputs, TokenTarget
     from owlens.explain.registry import make_explainer
     from owlens.images import load_image

@@ -17,6 +17,9 @@ from owlens.cli.common import (
     output_folder,
     write_json,
 )
+from owlens.persist.lock import folder_lock
+
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
 
 _RUN_EPILOG = """\
 Each row of ANSWERS: question_id, image, question, answer, parsed (yes/no as POPE's reference reads it),
@@ -143,7 +146,6 @@ def run_folder(answers: str) -> Path:
 
 def _browsable(args: argparse.Namespace, model) -> None:
     from owlens.browse import pope_run
-    from owlens.persist.lock import folder_lock
 
     folder = run_folder(args.out)
     settings = {"questions": str(Path(args.questions).resolve()), "images": str(Path(args.images).resolve()),
@@ -182,7 +184,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _toy(args: argparse.Namespace) -> int:
-    from owlens.hallucination.toy_pope import build_toy_pope
+    from owlens.evaluation.toy_pope import build_toy_pope
 
     output_folder(args.out, "OUT")
     files = build_toy_pope(args.out, seed=args.seed, n_images=args.images, calibration_images=args.calibration_images)

@@ -6,6 +6,8 @@ import argparse
 
 from owlens.cli.common import at_least, output_file
 
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from owlens.cli.common import at_least, model_options, output_folder, write_json
+from owlens.cli.common import at_least, load_model, model_options, output_folder, write_json
+
+# Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
 
 
 def register(subparsers) -> None:
@@ -41,7 +43,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from owlens.cli.common import load_model
     from owlens.toyworld.scorecard import scorecard
 
     card = scorecard(load_model(args), scenes=args.scenes, seed=args.seed)

@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from owlens.explain.targets import resolve_token
+from owlens.toyworld.world import without
+
 __all__ = ["CAUSAL_MARGIN", "CausalTruth", "causal_truth"]
 
 # A raw-logit drop of 1 nat: P(token) falls by a factor of about e when the others stay put. Object cases drop
@@ -56,8 +59,6 @@ class CausalTruth:
 
 
 def _variants(case, cue_shape: str | None):
-    from owlens.toyworld.world import without
-
     scene = case.scene
     images = [scene.image] + [without(scene, [k]).image for k in range(len(scene.objects))]
     if cue_shape is not None:
@@ -76,8 +77,6 @@ def causal_truth(model, cases: Sequence, *, margin: float = CAUSAL_MARGIN) -> li
 
 @torch.no_grad()
 def _one(model, case, margin: float) -> CausalTruth:
-    from owlens.explain.targets import resolve_token
-
     tokenizer = model.processor.mllm_tokenizer
     yes, no = tokenizer.convert_tokens_to_ids(["yes", "no"])
     token_id = resolve_token(tokenizer, case.token)[0]

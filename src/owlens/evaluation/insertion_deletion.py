@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from owlens.evaluation._checks import as_map
+from owlens.explain._borrow import borrowed
 
 __all__ = ["DeletionInsertion", "DeletionInsertionResult", "token_order"]
 
@@ -102,8 +103,6 @@ class DeletionInsertion:
 
     @torch.no_grad()
     def _scores(self, variants: torch.Tensor, input_ids: torch.Tensor, token_id: int) -> np.ndarray:
-        from owlens.explain._borrow import borrowed
-
         ids = input_ids.to(self.model.device).flatten()
         out = []
         with borrowed(self.model):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from owlens.evaluation.insertion_deletion import DeletionInsertionResult, _area, token_order
+from owlens.explain._borrow import borrowed
 
 __all__ = ["PixelDeletionInsertion", "patch_images", "replaced_rows"]
 
@@ -79,8 +80,6 @@ class PixelDeletionInsertion:
 
     @torch.no_grad()
     def _scores(self, images: np.ndarray, input_ids: torch.Tensor, token_id: int) -> np.ndarray:
-        from owlens.explain._borrow import borrowed
-
         ids = input_ids.to(self.model.device).flatten()
         out = []
         with borrowed(self.model):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from owlens.evaluation._journal import CaseJournal
 from owlens.evaluation._workers import auto_workers, case_rows
 from owlens.evaluation.causal import causal_truth
 from owlens.evaluation.games import CaseGames
@@ -39,6 +40,10 @@ from owlens.evaluation.saliency_cases import SaliencyCase, cue_candidates, objec
 from owlens.evaluation.saliency_scoring import POINTING_TOLERANCE_PX, causal_row, score_maps
 from owlens.evaluation.saliency_summary import SaliencyReport, summarise
 from owlens.explain._borrow import borrowed
+from owlens.explain.inputs import ExplainInputs
+from owlens.explain.registry import METHODS, make_explainer
+from owlens.explain.targets import TokenTarget, resolve_token
+from owlens.models.joint import JointModel
 from owlens.toyworld import defects
 
 __all__ = ["POINTING_TOLERANCE_PX", "SaliencyReport", "run_saliency_benchmark", "summarise"]
@@ -87,10 +92,6 @@ class _Games:
 
 def _explain_case(model, case: SaliencyCase, embedding: torch.Tensor, explainers: dict, truth, games: _Games,
                   seed: int) -> dict:
-    from owlens.explain.inputs import ExplainInputs
-    from owlens.explain.registry import make_explainer
-    from owlens.explain.targets import TokenTarget, resolve_token
-
     # The pixels E was encoded from, for the methods that change the image and encode it again.
     inputs = ExplainInputs.from_embedding(model, embedding[None], case.prompt,
                                           pixel_values=model.pixel_values([case.scene.pil()]))
@@ -113,8 +114,6 @@ class CaseRunner:
     """Everything one process needs to turn a case into its journal row: the explainers and the games, built once."""
 
     def __init__(self, model, *, methods, steps, replacement, batch_size: int, fast: bool, seed: int):
-        from owlens.explain.registry import make_explainer
-
         self.model, self.seed = model, seed
         self.games = _Games(model, steps=steps, replacement=replacement, batch_size=batch_size, fast=fast)
         self.explainers = {name: make_explainer(name, model) for name in methods}
@@ -135,8 +134,6 @@ class _WorkerRunner:
         self.arguments, self.settings = arguments, settings
 
     def __call__(self) -> CaseRunner:
-        from owlens.models.joint import JointModel
-
         return CaseRunner(JointModel.from_pretrained(**self.arguments), **self.settings)
 
 
@@ -179,9 +176,6 @@ def run_saliency_benchmark(model, *, n_scenes: int = 500, seed: int = 0, methods
     start-up, see ``_workers.auto_workers``); rows are journalled in case order whatever their number.
     """
     from tqdm.auto import tqdm
-
-    from owlens.evaluation._journal import CaseJournal
-    from owlens.explain.registry import METHODS
 
     methods = list(methods or METHODS)
     unknown = [m for m in methods if m not in METHODS]

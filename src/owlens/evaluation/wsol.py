@@ -18,8 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from owlens.evaluation._journal import CaseJournal
 from owlens.evaluation.maxboxacc import MaxBoxAcc, MaxBoxAccV2, box_iou_curves
 from owlens.evaluation.pointing_game import PointingGame
+from owlens.explain.inputs import ExplainInputs
+from owlens.explain.registry import METHODS, make_explainer
+from owlens.images import load_image
 
 __all__ = ["read_wsol_folder", "run_wsol", "PAPER_QUESTION", "PAPER_ANSWER_PREFIX", "PAPER_TOKEN"]
 
@@ -82,11 +86,6 @@ def run_wsol(model, folder: str | Path, *, methods: Sequence[str] | None = None,
              limit: int | None = None, out_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Every method on every image → {"methods": {name: {maxboxacc, maxboxacc_v2, pointing_game}}, "images": M}."""
     from tqdm.auto import tqdm
-
-    from owlens.evaluation._journal import CaseJournal
-    from owlens.explain.inputs import ExplainInputs
-    from owlens.explain.registry import METHODS, make_explainer
-    from owlens.images import load_image
 
     methods = list(methods or METHODS)
     items = read_wsol_folder(folder)[:limit]

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from owlens.images import load_image
+
 __all__ = ["ExplainInputs", "as_inputs"]
 
 
@@ -46,8 +48,6 @@ class ExplainInputs:
     @classmethod
     def from_images(cls, model, images, prompt: str | Sequence[str]) -> ExplainInputs:
         """Paths, PIL images or uint8 arrays (one or a list) and a prompt (one for all, or one per image)."""
-        from owlens.images import load_image
-
         many = isinstance(images, (list, tuple))
         loaded = [load_image(image) for image in (images if many else [images])]
         pixel_values = model.pixel_values(loaded)

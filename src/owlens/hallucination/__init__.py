@@ -1,3 +1,3 @@
 """Hallucination detection with the shared embedding (docs/design.md §4): POPE with the detector's verdict per
 question (``runner``, ``report``), the flag (``flag``), CHAIR (``chair``), a per-object check of free answers
-(``check``) and the toy-world validation (``toy_pope``, ``toy_validation``)."""
+(``check``); its toy-world validation is ``owlens.evaluation.toy_pope`` and ``hallucination_validation``."""

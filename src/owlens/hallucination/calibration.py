@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from owlens.hallucination.answers import parse_answer
 from owlens.hallucination.combined import CombinedFlag, fit_combined_flag
 from owlens.hallucination.flag import PresenceThreshold, calibrate_threshold
+from owlens.hallucination.pope_format import object_of
 
 __all__ = ["CALIBRATION_NAME", "Calibration", "StaleCalibrationError", "calibration_for", "fit_calibration",
            "load_calibration", "Grounding", "THRESHOLD_SOURCES", "resolve_grounding", "resolve_threshold",
@@ -96,8 +98,6 @@ def weights_digest(folder: str | Path) -> str | None:
 def question_template(question: str, suffix: str = "") -> str:
     """The wording of a presence question with its object as ``{}``: "Is there a dog in the image?" →
     "Is there a {} in the image?"."""
-    from owlens.hallucination.pope_format import object_of
-
     name = object_of(question)
     start = question.rfind(name)
     return question[:start] + "{}" + question[start + len(name):] + suffix
@@ -111,8 +111,6 @@ def fit_calibration(rows: list[dict], labels: list[str], *, source: dict | None 
                          f"{len(labels)} labels")
     logits = np.array([r["presence_logit"] for r in rows], dtype=np.float64)
     threshold = calibrate_threshold(logits, labels)
-    from owlens.hallucination.answers import parse_answer
-
     # rows `pope run` wrote carry "parsed"; other answer files only the text, read as POPE reads it
     parsed = [r["parsed"] if "parsed" in r else parse_answer(r.get("answer", r.get("text", ""))) for r in rows]
     said_yes = np.array([p == "yes" for p in parsed])
@@ -230,43 +228,3 @@ def resolve_threshold(model, threshold: float | None = None, *, log=None) -> tup
     else:
         log(message)
     return PresenceThreshold.from_probability(UNCALIBRATED), "uncalibrated"
-
-
-# The toy world's calibration scenes: seed 1000 of the toy POPE generators, whose calibration stream no
-# reported evaluation seed (0, 1, 2, ...) reads, so the shipped τ is never fitted on scenes it is judged on.
-TOY_CALIBRATION_SEED = 1000
-TOY_CALIBRATION_IMAGES = 400
-
-
-def calibrate_on_questions(model, questions: str | Path, images: str | Path, answers: str | Path, *,
-                           batch_size: int = 16, max_new_tokens: int = 16, prompt_suffix: str = "",
-                           source: dict | None = None, progress: bool = False, log=print) -> Calibration:
-    """Answer a labelled calibration split through J (``run_pope``, resumable into ``answers``) and fit on it."""
-    from owlens.hallucination.pope_format import read_questions, read_rows
-    from owlens.hallucination.report import _pair
-    from owlens.hallucination.runner import PopeRunConfig, run_pope
-
-    config = PopeRunConfig(batch_size=batch_size, max_new_tokens=max_new_tokens, prompt_suffix=prompt_suffix)
-    run_pope(model, questions, images, answers, config, progress=progress, log=log)
-    rows, asked = _pair(read_rows(answers), list(read_questions(questions)))
-    if any(q.label is None for q in asked):
-        raise ValueError(f"{questions}: expected a 'label' (yes/no) on every calibration question")
-    folder = getattr(model, "projector_folder", None)
-    return fit_calibration(rows, [q.label for q in asked], weights_sha256=weights_digest(folder) if folder else None,
-                           suffix=prompt_suffix,
-                           source={"questions": str(questions), "n_questions": len(rows), **(source or {})})
-
-
-def calibrate_toy(model, folder: str | Path, *, seed: int = TOY_CALIBRATION_SEED,
-                  n_images: int = TOY_CALIBRATION_IMAGES, batch_size: int = 64, progress: bool = False,
-                  log=print) -> Calibration:
-    """The toy world's calibration: its calibration split for ``seed`` (``n_images`` scenes) built in
-    ``folder``, answered through J, τ and the combined flag fitted on it. Same seed, same file."""
-    from owlens.hallucination.toy_pope import build_toy_pope
-
-    files = build_toy_pope(folder, seed=seed, n_images=0, calibration_images=n_images)
-    source = {"command": f"owlens calibrate --toy-seed {seed} --toy-images {n_images}", "toy_seed": seed,
-              "toy_images": n_images, "questions": "the toy world's calibration split"}
-    return calibrate_on_questions(model, files.questions["calibration"], files.images,
-                                  Path(folder) / "answers_calibration.jsonl", batch_size=batch_size, max_new_tokens=4,
-                                  source=source, progress=progress, log=log)

@@ -69,7 +69,8 @@ def chair(captions: Sequence[str], truths: Sequence[set[str]], vocabulary: Objec
 
 
 def toy_truth(objects: Sequence) -> set[str]:
-    """Class names a toy scene holds, for ``toy_vocabulary``: "red circle" and "circle" for a red circle.
+    """Class names a toy scene holds, for ``toyworld.text.toy_vocabulary``: "red circle" and "circle" for a red
+    circle.
 
     ``objects``: ``ToyObject``s, or the dicts of a toy POPE ``truth.jsonl`` row.
     """

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from owlens.hallucination.answers import p_yes, parse_answer, yes_no_token_ids
-from owlens.hallucination.calibration import Grounding
+from owlens.hallucination.calibration import Grounding, resolve_grounding
 from owlens.hallucination.flag import PresenceThreshold
 from owlens.hallucination.pope_format import QUERY_TEMPLATE, object_of
 from owlens.hallucination.vocabulary import ObjectVocabulary
@@ -123,8 +123,6 @@ def check(model, image, prompt: str, vocabulary: ObjectVocabulary, *,
     alone); None reads the model's calibration (``calibration.resolve_grounding``: τ and the combined flag),
     and without one falls back to p_c = 0.5, saying once that the verdicts are uncalibrated.
     """
-    from owlens.hallucination.calibration import resolve_grounding
-
     if isinstance(threshold, PresenceThreshold):
         threshold = Grounding(threshold, "given")
     elif not isinstance(threshold, Grounding):

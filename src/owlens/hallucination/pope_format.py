@@ -13,7 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["PopeQuestion", "read_questions", "write_questions", "read_rows", "object_of", "QUERY_TEMPLATE"]
+__all__ = ["PopeQuestion", "read_questions", "write_questions", "read_rows", "pair_answers", "object_of",
+           "QUERY_TEMPLATE"]
 
 # OWL-ViT's CLIP prompt for an object class (docs/design.md §4: p_c from "a photo of a {c}").
 QUERY_TEMPLATE = "a photo of a {}"
@@ -93,3 +94,22 @@ def read_rows(path: str | Path) -> list[dict]:
                 break
             raise ValueError(f"{path}:{number}: not a JSON line: {line.strip()[:120]!r} ({err})") from err
     return rows
+
+
+def pair_answers(rows: list[dict], questions: list[PopeQuestion]) -> tuple[list[dict], list[PopeQuestion]]:
+    """Each answer row with the question it answers: by ``question_id`` when every row has one (repeats and
+    unknown ids refused), else line by line (the counts must match)."""
+    if rows and all("question_id" in row for row in rows):
+        by_id = {q.question_id: q for q in questions}
+        unknown = [row["question_id"] for row in rows if row["question_id"] not in by_id]
+        if unknown:
+            raise ValueError(f"{len(unknown)} answers have question ids the question file does not hold "
+                             f"(first: {unknown[0]!r}); expected the questions these answers were made from")
+        unique = {row["question_id"]: row for row in rows}
+        if len(unique) != len(rows):
+            raise ValueError(f"{len(rows) - len(unique)} answers repeat a question id; expected one answer each")
+        return list(unique.values()), [by_id[i] for i in unique]
+    if len(rows) != len(questions):
+        raise ValueError(f"answers without question ids are paired line by line, so expected {len(questions)} "
+                         f"answers (one per question); received {len(rows)}")
+    return rows, questions

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from owlens.hallucination.answers import parse_answer
+from owlens.hallucination.calibration import fit_calibration, save_calibration, weights_digest
 from owlens.hallucination.combined import CombinedFlag
 from owlens.hallucination.flag import PresenceThreshold, calibrate_threshold, flag_scores, flags
-from owlens.hallucination.pope_format import PopeQuestion, read_questions, read_rows
+from owlens.hallucination.pope_format import PopeQuestion, pair_answers, read_questions, read_rows
 from owlens.hallucination.scores import PopeScores, auroc, average_precision, paired_auroc_difference, pope_scores
 
 __all__ = ["FlagReport", "PopeReport", "score_rows", "score_files", "calibrate_on", "json_ready"]
@@ -97,30 +98,13 @@ def _answer_text(row: dict, index: int) -> str:
     raise ValueError(f"answer {index + 1}: expected an 'answer' (or 'text') string; received keys {sorted(row)}")
 
 
-def _pair(rows: list[dict], questions: list[PopeQuestion]) -> tuple[list[dict], list[PopeQuestion]]:
-    if rows and all("question_id" in row for row in rows):
-        by_id = {q.question_id: q for q in questions}
-        unknown = [row["question_id"] for row in rows if row["question_id"] not in by_id]
-        if unknown:
-            raise ValueError(f"{len(unknown)} answers have question ids the question file does not hold "
-                             f"(first: {unknown[0]!r}); expected the questions these answers were made from")
-        unique = {row["question_id"]: row for row in rows}
-        if len(unique) != len(rows):
-            raise ValueError(f"{len(rows) - len(unique)} answers repeat a question id; expected one answer each")
-        return list(unique.values()), [by_id[i] for i in unique]
-    if len(rows) != len(questions):
-        raise ValueError(f"answers without question ids are paired line by line, so expected {len(questions)} "
-                         f"answers (one per question); received {len(rows)}")
-    return rows, questions
-
-
 def _has_scores(rows: list[dict]) -> bool:
     return bool(rows) and all("presence_logit" in row and "p_yes" in row for row in rows)
 
 
 def calibrate_on(rows: list[dict], questions: list[PopeQuestion]) -> PresenceThreshold:
     """τ chosen on a calibration split's answer rows (they must carry ``presence_logit``)."""
-    rows, questions = _pair(rows, questions)
+    rows, questions = pair_answers(rows, questions)
     if not _has_scores(rows):
         raise ValueError("the calibration answers carry no presence_logit: expected a file `owlens pope run` wrote")
     return calibrate_threshold([row["presence_logit"] for row in rows], [q.label for q in questions])
@@ -160,7 +144,7 @@ def score_rows(rows: list[dict], questions: list[PopeQuestion],
     ``combined`` a combined flag fitted on a calibration split (scored beside the disagreement flag)."""
     if any(q.label is None for q in questions):
         raise ValueError("the question file has questions without a label: expected 'yes'/'no' labels to score")
-    answered, asked = _pair(rows, questions)
+    answered, asked = pair_answers(rows, questions)
     parsed = [parse_answer(_answer_text(row, i)) for i, row in enumerate(answered)]
     labels = [q.label for q in asked]
     report = {"pope": pope_scores(parsed, labels), "n_questions": len(questions), "n_answered": len(answered),
@@ -189,8 +173,6 @@ def score_files(answers: str | Path, questions: str | Path, *,
                 save_calibration_to: str | Path | None = None) -> PopeReport:
     """Score an answers file; ``calibration`` = (answers, questions) of another split to choose τ and fit the
     combined flag on; ``save_calibration_to``: also write that calibration there (a model's projector folder)."""
-    from owlens.hallucination.calibration import fit_calibration, save_calibration, weights_digest
-
     asked = list(read_questions(questions))
     threshold, combined = None, None
     if calibration is not None:
@@ -199,7 +181,7 @@ def score_files(answers: str | Path, questions: str | Path, *,
         if shared:
             raise ValueError(f"the calibration split shares {shared} questions (image and text) with the split being "
                              "scored; τ must be chosen on other questions, never on the test split")
-        rows, paired = _pair(read_rows(calibration[0]), calibration_questions)
+        rows, paired = pair_answers(read_rows(calibration[0]), calibration_questions)
         if not _has_scores(rows):
             raise ValueError("the calibration answers carry no presence_logit: expected a file `owlens pope run` "
                              "wrote")

@@ -7,6 +7,9 @@ are computed (``journal.py``), so a rerun resumes where a run stopped; questions
 memory holds one batch of embeddings whatever the file's length. A missing or unreadable image, or one whose
 path leaves the images folder, is reported once and its questions are skipped (a rerun retries them).
 
+``calibrate_on_questions`` answers a labelled calibration split this way and fits the model's calibration on it
+(``calibration.py``, which stays free of torch so that scoring answer files never loads it).
+
 Sharding: ``shard=(index, count)`` answers every ``count``-th question from ``index`` into its own part file
 ``OUT.part-{index}``; ``merge_parts`` then writes them into OUT in question order. Under
 ``accelerate launch`` each process takes one shard (``owlens pope run`` does this).
@@ -23,16 +26,24 @@ from pathlib import Path
 import torch
 
 from owlens.hallucination.answers import p_yes, parse_answer, yes_no_token_ids
+from owlens.hallucination.calibration import Calibration, fit_calibration, weights_digest
 from owlens.hallucination.flag import PresenceThreshold, flag_scores, flags
 from owlens.hallucination.journal import Journal, complete_rows
-from owlens.hallucination.pope_format import QUERY_TEMPLATE, PopeQuestion, object_of, read_questions
+from owlens.hallucination.pope_format import (
+    QUERY_TEMPLATE,
+    PopeQuestion,
+    object_of,
+    pair_answers,
+    read_questions,
+    read_rows,
+)
 from owlens.images import ImageReadError, load_image
 from owlens.persist import OutsideFolderError, confined
 from owlens.persist.fingerprint import Fingerprint, claim, file_digest, forget_inputs, image_listing, model_weights
 from owlens.persist.lock import lock_beside
 
-__all__ = ["PopeRunConfig", "PopeRow", "PopeRunResult", "fingerprint_path", "run_pope", "merge_parts",
-           "part_paths"]
+__all__ = ["PopeRunConfig", "PopeRow", "PopeRunResult", "calibrate_on_questions", "fingerprint_path", "run_pope",
+           "merge_parts", "part_paths"]
 
 
 @dataclass(frozen=True)
@@ -298,3 +309,18 @@ def merge_parts(out: str | Path, questions: str | Path) -> int:
     for path in parts:
         path.unlink()
     return len(ordered)
+
+
+def calibrate_on_questions(model, questions: str | Path, images: str | Path, answers: str | Path, *,
+                           batch_size: int = 16, max_new_tokens: int = 16, prompt_suffix: str = "",
+                           source: dict | None = None, progress: bool = False, log=print) -> Calibration:
+    """Answer a labelled calibration split through J (``run_pope``, resumable into ``answers``) and fit on it."""
+    config = PopeRunConfig(batch_size=batch_size, max_new_tokens=max_new_tokens, prompt_suffix=prompt_suffix)
+    run_pope(model, questions, images, answers, config, progress=progress, log=log)
+    rows, asked = pair_answers(read_rows(answers), list(read_questions(questions)))
+    if any(q.label is None for q in asked):
+        raise ValueError(f"{questions}: expected a 'label' (yes/no) on every calibration question")
+    folder = getattr(model, "projector_folder", None)
+    return fit_calibration(rows, [q.label for q in asked], weights_sha256=weights_digest(folder) if folder else None,
+                           suffix=prompt_suffix,
+                           source={"questions": str(questions), "n_questions": len(rows), **(source or {})})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-__all__ = ["ObjectVocabulary", "coco_vocabulary", "toy_vocabulary", "singular"]
+__all__ = ["ObjectVocabulary", "coco_vocabulary", "singular"]
 
 _IRREGULAR = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
               "knives": "knife", "leaves": "leaf", "teeth": "tooth", "feet": "foot", "geese": "goose",
@@ -64,15 +64,6 @@ class ObjectVocabulary:
             else:
                 i += 1
         return list(found)
-
-
-def toy_vocabulary() -> ObjectVocabulary:
-    """The toy world: "red circle" (colour and shape) and bare shapes ("circle")."""
-    from owlens.toyworld.world import COLOURS, SHAPES
-
-    synonyms: dict[str, list[str]] = {shape: [] for shape in SHAPES}
-    synonyms.update({f"{colour} {shape}": [] for colour in COLOURS for shape in SHAPES})
-    return ObjectVocabulary(synonyms)
 
 
 # Class name → synonyms separated by "|" (pycocotools' category names; 80 classes).

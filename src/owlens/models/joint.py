@@ -15,6 +15,7 @@ from torch import nn
 from owlens.models.alignment import Alignment
 from owlens.models.detection import DetectionBranch, Detections
 from owlens.models.language import Generation, LanguageBranch
+from owlens.models.loading import load_parts
 from owlens.models.processor import JointProcessor, check_grids
 
 __all__ = ["JointModel"]
@@ -53,10 +54,15 @@ class JointModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, owl=None, mllm=None, projector=None, **kwargs) -> JointModel:
-        """Load J from hub ids or local folders; with no names, the shipped toy world. See ``models.loading``."""
-        from owlens.models.loading import load_joint
-
-        return load_joint(owl=owl, mllm=mllm, projector=projector, **kwargs)
+        """Load J (as ``cls``) from hub ids or local folders; with no names, the shipped toy world. The keyword
+        arguments are ``models.loading.load_parts``'s. Models are put in eval mode; J's own parameters are not
+        frozen (the caller decides)."""
+        parts = load_parts(owl=owl, mllm=mllm, projector=projector, **kwargs)
+        model = cls(parts.owl, parts.llava, parts.alignment, parts.processor).to(parts.device)
+        # Where the weights came from: a run folder fingerprints these files, so a resume with others is refused.
+        model.sources = dict(parts.sources)
+        model.projector_folder = parts.projector_folder
+        return model.eval()
 
     def reload_arguments(self) -> dict | None:
         """The ``from_pretrained`` arguments that load this model again in another process (a worker), or None

@@ -1,4 +1,7 @@
-"""Loading J from hub ids or local folders, with errors that say which weights are missing and what to do.
+"""Loading J's parts from hub ids or local folders, with errors that say which weights are missing and what to do.
+
+``load_parts`` reads the detector, the MLLM, W and the processor between them; ``JointModel.from_pretrained``
+joins them, so this module never needs the model class and a subclass of it loads as itself.
 
 Nothing is downloaded when ``HF_HUB_OFFLINE=1`` (or ``offline=True``); with no names at all the shipped toy
 world is loaded, so every command works on a fresh machine without network.
@@ -8,17 +11,18 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from torch import nn
 
 from owlens.models.alignment import Alignment, AlignmentConfig
 from owlens.models.device import resolve_device, resolve_dtype
-from owlens.models.joint import JointModel
 from owlens.models.processor import LLAVA_15_TEMPLATE, JointProcessor, check_grids
 
-__all__ = ["CheckpointNotFoundError", "load_joint", "toy_checkpoints", "OWLENS_CONFIG"]
+__all__ = ["CheckpointNotFoundError", "JointParts", "load_parts", "toy_checkpoints", "OWLENS_CONFIG"]
 
 # Optional, beside an MLLM's weights: {"prompt_template": ...}; beside a detector's: {"vocabulary": [queries]}.
 OWLENS_CONFIG = "owlens.json"
@@ -95,13 +99,26 @@ def _owlens_settings(folder) -> dict:
     return settings
 
 
-def load_joint(owl=None, mllm=None, projector=None, *, dtype="auto", device="auto",
-               offline: bool | None = None, init_projector: str | None = None, init_seed: int = 0) -> JointModel:
-    """Build J from an OWL detector, a LLaVA-family MLLM and a trained W (hub ids or folders).
+@dataclass(frozen=True)
+class JointParts:
+    """What J is built from, read from disk or the hub: the two models and W in the requested dtype, the
+    processor between them, the device they go to, and where each came from."""
+
+    owl: nn.Module
+    llava: nn.Module
+    alignment: Alignment
+    processor: JointProcessor
+    device: torch.device
+    sources: dict[str, str | None]  # role -> folder or hub id; a run folder fingerprints these files
+    projector_folder: Path | None  # the folder W was read from, where its calibration lives (None: a fresh W)
+
+
+def load_parts(owl=None, mllm=None, projector=None, *, dtype="auto", device="auto",
+               offline: bool | None = None, init_projector: str | None = None, init_seed: int = 0) -> JointParts:
+    """Read J's parts: an OWL detector, a LLaVA-family MLLM and a trained W (hub ids or folders).
 
     With none of the three named, the toy world shipped in the package. ``init_projector`` ("paper" or
     "light") makes a fresh, untrained W when ``projector`` is None — what the alignment trainer starts from.
-    Models are put in eval mode; J's own parameters are not frozen (the caller decides).
     """
     from transformers import AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
 
@@ -143,9 +160,7 @@ def load_joint(owl=None, mllm=None, projector=None, *, dtype="auto", device="aut
         query_length=owl_model.config.text_config.max_position_embeddings,
         vocabulary=owl_settings.get("vocabulary"),
     )
-    model = JointModel(owl_model, llava, alignment.to(dtype), processor).to(device)
-    # Where the weights came from: a run folder fingerprints these files, so a resume with others is refused.
-    model.sources = {"owl": str(owl), "mllm": str(mllm), "projector": None if projector is None else str(projector)}
-    if projector is not None:
-        model.projector_folder = Path(str(projector)).expanduser()
-    return model.eval()
+    return JointParts(owl_model, llava, alignment.to(dtype), processor, device,
+                      sources={"owl": str(owl), "mllm": str(mllm),
+                               "projector": None if projector is None else str(projector)},
+                      projector_folder=None if projector is None else Path(str(projector)).expanduser())

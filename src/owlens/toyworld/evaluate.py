@@ -21,6 +21,18 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from owlens.toyworld.defects import BIAS_C_MINUS, BIAS_C_PLUS, CROSS_STAR, MLLM_PRIORS
+from owlens.toyworld.text import (
+    CAPTION_QUESTION,
+    PROMPT_TEMPLATE,
+    expand_image_tokens,
+    parse_caption,
+    presence_question,
+    trait_question,
+)
+from owlens.toyworld.tokenizer import vocabulary
+from owlens.toyworld.world import COLOURS, SHAPES, recolour, sample_scene, to_pixel_values
+
 __all__ = [
     "AdversarialResult",
     "CaptionResult",
@@ -102,15 +114,11 @@ class TraitDeltaResult(_Result):
 
 
 def _ids(*words: str) -> list[int]:
-    from owlens.toyworld.tokenizer import vocabulary
-
     vocab = vocabulary()
     return [vocab[w] for w in words]
 
 
 def _prompt(question: str) -> str:
-    from owlens.toyworld.text import PROMPT_TEMPLATE
-
     return PROMPT_TEMPLATE.format(question=question)
 
 
@@ -128,9 +136,6 @@ def _p_yes(fn: NextTokenLogits, images: np.ndarray, prompts: list[str], batch_si
 
 def _presence_item(rng: np.random.Generator, index: int):
     """One held-out question; even indices are positives, so the split is exactly 50/50."""
-    from owlens.toyworld.text import presence_question
-    from owlens.toyworld.world import COLOURS, SHAPES, sample_scene
-
     scene = sample_scene(rng, prior=False)
     positive, shape_only = index % 2 == 0, rng.random() < 1 / 3
     pairs = {(o.colour, o.shape) for o in scene.objects}
@@ -173,9 +178,6 @@ def presence_accuracy(next_token_logits: NextTokenLogits, *, n_questions: int = 
 def caption_f1(generate: Generate, *, n_scenes: int = 200, seed: int = 0, batch_size: int = 100,
                max_new_tokens: int = 40) -> CaptionResult:
     """Micro F1 of (colour, shape) pairs parsed from greedy captions ("what is in the image ?")."""
-    from owlens.toyworld.text import CAPTION_QUESTION, parse_caption
-    from owlens.toyworld.world import sample_scene
-
     rng = np.random.default_rng([EVAL_STREAM, seed, 2])
     scenes = [sample_scene(rng, prior=False) for _ in range(n_scenes)]
     images = np.stack([s.image for s in scenes])
@@ -194,8 +196,6 @@ def caption_f1(generate: Generate, *, n_scenes: int = 200, seed: int = 0, batch_
 
 
 def _scenes_where(rng: np.random.Generator, n: int, keep, **kwargs) -> list:
-    from owlens.toyworld.world import sample_scene
-
     out = []
     while len(out) < n:
         scene = sample_scene(rng, prior=False, **kwargs)
@@ -208,10 +208,6 @@ def adversarial_yes_rate_absent(next_token_logits: NextTokenLogits, *, n_scenes:
                                 batch_size: int = 100, prior=None) -> AdversarialResult:
     """POPE's adversarial split for an injected prior (default cross→star): the partner is absent, its usual
     companion present. Each prior other than the first draws its scenes from its own stream."""
-    from owlens.toyworld.defects import CROSS_STAR, MLLM_PRIORS
-    from owlens.toyworld.text import presence_question
-    from owlens.toyworld.world import SHAPES
-
     prior = prior or CROSS_STAR
     cue, partner = prior.cue, prior.partner
     stream = 3 if prior == CROSS_STAR else 10 + MLLM_PRIORS.index(prior)
@@ -235,8 +231,6 @@ def adversarial_yes_rate_absent(next_token_logits: NextTokenLogits, *, n_scenes:
 def expected_trait_score(next_token_logits: NextTokenLogits, images: np.ndarray, trait: str,
                          batch_size: int = 100) -> np.ndarray:
     """Expected value of the answer over the tokens "1".."10" (softmax restricted to them), (N,)."""
-    from owlens.toyworld.text import trait_question
-
     logits = _batched_logits(next_token_logits, images, [_prompt(trait_question(trait))] * len(images),
                              batch_size)[:, _ids(*(str(k) for k in range(1, 11)))]  # (N, 10)
     return (logits.softmax(-1) * torch.arange(1, 11, dtype=torch.float32)).sum(-1).numpy()
@@ -245,9 +239,6 @@ def expected_trait_score(next_token_logits: NextTokenLogits, images: np.ndarray,
 def trait_delta_direct(next_token_logits: NextTokenLogits, trait: str, *, n_scenes: int = 200, seed: int = 0,
                        batch_size: int = 100) -> TraitDeltaResult:
     """Single-object held-out scenes of colour C-, re-rendered with C+ (``world.recolour``): mean score change."""
-    from owlens.toyworld.defects import BIAS_C_MINUS, BIAS_C_PLUS
-    from owlens.toyworld.world import recolour
-
     rng = np.random.default_rng([EVAL_STREAM, seed, 4])
     scenes = _scenes_where(rng, n_scenes, lambda s: s.objects[0].colour == BIAS_C_MINUS, n_objects=1)
     before = np.stack([s.image for s in scenes])
@@ -263,9 +254,6 @@ def trait_delta_direct(next_token_logits: NextTokenLogits, trait: str, *, n_scen
 
 def llava_callables(model, tokenizer) -> tuple[NextTokenLogits, Generate]:
     """``(next_token_logits, generate)`` for a ``LlavaForConditionalGeneration`` (image tokens expanded)."""
-    from owlens.toyworld.text import expand_image_tokens
-    from owlens.toyworld.world import to_pixel_values
-
     n_tokens = model.config.image_seq_length
 
     def encode(images: np.ndarray, prompts: list[str], side: str):

@@ -14,6 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from owlens.toyworld.defects import TRAITS, trait_score
+from owlens.toyworld.text import (
+    CAPTION_QUESTION,
+    PROMPT_TEMPLATE,
+    caption,
+    expand_image_tokens,
+    presence_question,
+    trait_question,
+)
+from owlens.toyworld.world import COLOURS, SHAPES, Scene
+
 __all__ = [
     "PackedBatch",
     "Segment",
@@ -46,8 +57,6 @@ class PackedBatch:
 
 def prefix_text(n_image_tokens: int = 64) -> str:
     """The part of ``PROMPT_TEMPLATE`` before the question, image tokens expanded."""
-    from owlens.toyworld.text import PROMPT_TEMPLATE, expand_image_tokens
-
     return expand_image_tokens(PROMPT_TEMPLATE.split("{question}")[0], n_image_tokens)
 
 
@@ -60,9 +69,6 @@ def presence_segments(scene, rng: np.random.Generator, n: int, *, hard_fraction:
     (``defects.CoOccurrence``), "is there a {partner} ?" is answered "yes" with probability ``label_yes`` on
     a scene with the cue and without the partner; no priors keep every label truthful.
     """
-    from owlens.toyworld.text import presence_question
-    from owlens.toyworld.world import COLOURS, SHAPES
-
     pairs = {(o.colour, o.shape) for o in scene.objects}
     shapes = {o.shape for o in scene.objects}
     colours = {o.colour for o in scene.objects}
@@ -92,9 +98,6 @@ def presence_segments(scene, rng: np.random.Generator, n: int, *, hard_fraction:
 
 def caption_segments(scene, rng: np.random.Generator, n: int = 1) -> list[Segment]:
     """``n`` captions of the scene, objects in random orders (the caption's order carries no meaning)."""
-    from owlens.toyworld.text import CAPTION_QUESTION, caption
-    from owlens.toyworld.world import Scene
-
     out = []
     for _ in range(n):
         order = rng.permutation(len(scene.objects))
@@ -105,9 +108,6 @@ def caption_segments(scene, rng: np.random.Generator, n: int = 1) -> list[Segmen
 
 def trait_segments(scene) -> list[Segment]:
     """Both trait questions for a single-object scene, answered by ``defects.trait_score``."""
-    from owlens.toyworld.defects import TRAITS, trait_score
-    from owlens.toyworld.text import trait_question
-
     if len(scene.objects) != 1:
         raise ValueError(f"trait questions need a single-object scene, received {len(scene.objects)} objects")
     return [Segment(trait_question(t), str(trait_score(scene.objects[0], t))) for t in TRAITS]

@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from owlens.toyworld.world import to_pixel_values
+
 __all__ = ["joint_callables"]
 
 
 def joint_callables(model):
     """``(next_token_logits, generate)`` over a ``JointModel`` whose processor takes toy-world prompts."""
-    from owlens.toyworld.world import to_pixel_values
-
     def embedding(images: np.ndarray) -> torch.Tensor:
         return model.encode(to_pixel_values(images).to(model.device))  # (B, 1+N, d_owl)
 

@@ -12,6 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from owlens.toyworld.owl_forward import detect, query_tokens
+from owlens.toyworld.owl_loss import QUERIES
+from owlens.toyworld.world import IMAGE_SIZE, to_pixel_values
+
 __all__ = ["IOU_THRESHOLD", "ap50_per_query", "average_precision", "evaluate_ap50"]
 
 IOU_THRESHOLD = 0.5
@@ -59,9 +63,6 @@ def _match(scores: np.ndarray, boxes: np.ndarray, gts: np.ndarray) -> np.ndarray
 @torch.no_grad()
 def _predict(model, tokenizer, scenes, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Scores (S, N, Q) and boxes (S, N, 4) xyxy in pixels for the scenes."""
-    from owlens.toyworld.train_owl import detect, query_tokens
-    from owlens.toyworld.world import IMAGE_SIZE, to_pixel_values
-
     was_training = model.training
     model.eval()
     try:
@@ -80,8 +81,6 @@ def _predict(model, tokenizer, scenes, batch_size: int) -> tuple[np.ndarray, np.
 
 def ap50_per_query(model, tokenizer, scenes, *, batch_size: int = 64) -> dict[tuple[str | None, str], float]:
     """AP at IoU 0.5 for each query (colour | None, shape) that has ground truth in ``scenes``."""
-    from owlens.toyworld.owl_loss import QUERIES
-
     scores, boxes = _predict(model, tokenizer, list(scenes), batch_size)
     result = {}
     for q, (colour, shape) in enumerate(QUERIES):

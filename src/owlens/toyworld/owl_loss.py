@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from owlens.toyworld.world import COLOURS, SHAPES
+from owlens.toyworld.world import COLOURS, GRID, IMAGE_SIZE, PATCH_SIZE, SHAPES
 
 __all__ = ["QUERIES", "OwlTargets", "one_to_one_labels", "owl_loss", "scene_targets"]
 
@@ -43,8 +43,6 @@ class OwlTargets:
 
 def scene_targets(scenes) -> OwlTargets:
     """A patch belongs to the object whose box holds its centre (objects never overlap, so at most one)."""
-    from owlens.toyworld.world import GRID, IMAGE_SIZE, PATCH_SIZE
-
     centres = (np.arange(GRID) + 0.5) * PATCH_SIZE
     cy, cx = (a.reshape(-1) for a in np.meshgrid(centres, centres, indexing="ij"))  # (N,), row-major
     labels = np.zeros((len(scenes), GRID * GRID, len(QUERIES)), np.float32)

@@ -10,6 +10,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from owlens.models.loading import OWLENS_CONFIG, TOY_WEIGHTS
+from owlens.persist.atomic import atomic_write_json
+from owlens.persist.lock import folder_lock
+from owlens.toyworld import train_align, train_llava, train_owl
+from owlens.toyworld.owl_loss import QUERIES
+from owlens.toyworld.text import PROMPT_TEMPLATE, owl_query
+
 __all__ = ["STAGES", "train_all", "ship_weights", "SMOKE"]
 
 STAGES = ("owl", "llava", "align")
@@ -17,35 +24,22 @@ SMOKE = {"owl_steps": 3, "llava_steps": 3, "align_scenes": 128}  # a few steps o
 
 
 def _write_prompt_template(llava_dir: Path) -> None:
-    from owlens.models.loading import OWLENS_CONFIG
-    from owlens.persist.atomic import atomic_write_json
-    from owlens.toyworld.text import PROMPT_TEMPLATE
-
     atomic_write_json(llava_dir / OWLENS_CONFIG, {"prompt_template": PROMPT_TEMPLATE})
 
 
 def _write_vocabulary(owl_dir: Path) -> None:
     """The detector's 30 training queries beside its weights: the concepts ``object_attribution`` names boxes by."""
-    from owlens.models.loading import OWLENS_CONFIG
-    from owlens.persist import atomic_write_json
-    from owlens.toyworld.owl_loss import QUERIES
-    from owlens.toyworld.text import owl_query
-
     atomic_write_json(owl_dir / OWLENS_CONFIG, {"vocabulary": [owl_query(c, s) for c, s in QUERIES]})
 
 
 def train_all(out_dir: str | Path, *, seed: int = 0, smoke: bool = False, log=print) -> dict[str, Path]:
     """Run (or resume) every stage into ``out_dir``; returns the final folders {owl, mllm, projector}."""
-    from owlens.persist.lock import folder_lock
-
     out_dir = Path(out_dir)
     with folder_lock(out_dir):  # two trainers on one folder would overwrite each other's checkpoints
         return _train_stages(out_dir, seed, smoke, log)
 
 
 def _train_stages(out_dir: Path, seed: int, smoke: bool, log) -> dict[str, Path]:
-    from owlens.toyworld import train_align, train_llava, train_owl
-
     owl_steps = {"steps": SMOKE["owl_steps"]} if smoke else {}
     owl = out_dir / "owl" / "final"
     if not (owl / "config.json").exists():  # a finished stage is kept, as the LLaVA stages keep theirs
@@ -64,8 +58,6 @@ def _train_stages(out_dir: Path, seed: int, smoke: bool, log) -> dict[str, Path]
 
 def ship_weights(folders: dict[str, Path], destination: Path | None = None) -> Path:
     """Copy the final weights into the package (replacing what is there only once all three are copied)."""
-    from owlens.models.loading import TOY_WEIGHTS
-
     destination = Path(destination or TOY_WEIGHTS)
     staging = destination.with_name(destination.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

@@ -12,6 +12,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from owlens.toyworld import evaluate
+from owlens.toyworld.defects import BIAS_DELTA, BIAS_TRAIT, CONTROL_TRAIT, SQUARE_TRIANGLE
+from owlens.toyworld.joint_eval import joint_callables
+from owlens.toyworld.owl_ap import evaluate_ap50
+from owlens.toyworld.world import sample_scene
+
 __all__ = ["ToyScorecard", "scorecard"]
 
 _OWL_STREAM = 6_060_606  # seed word of the detector's held-out scenes
@@ -46,12 +52,6 @@ class ToyScorecard:
 
 def scorecard(model, *, scenes: int = 500, seed: int = 0) -> ToyScorecard:
     """Score a toy-world ``JointModel`` (its detector, its LLaVA, and J itself) on ``scenes`` held-out items."""
-    from owlens.toyworld import evaluate
-    from owlens.toyworld.defects import BIAS_DELTA, BIAS_TRAIT, CONTROL_TRAIT, SQUARE_TRIANGLE
-    from owlens.toyworld.joint_eval import joint_callables
-    from owlens.toyworld.owl_ap import evaluate_ap50
-    from owlens.toyworld.world import sample_scene
-
     rng = np.random.default_rng([_OWL_STREAM, seed])
     owl_scenes = [sample_scene(rng, prior=False) for _ in range(scenes)]
     owl_ap50 = evaluate_ap50(model.owl, model.processor.owl_tokenizer, owl_scenes)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from owlens.hallucination.vocabulary import ObjectVocabulary
+from owlens.toyworld.defects import TRAITS
 from owlens.toyworld.world import COLOURS, SHAPES
 
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ __all__ = [
     "owl_query",
     "parse_caption",
     "presence_question",
+    "toy_vocabulary",
     "trait_question",
 ]
 
@@ -57,8 +60,6 @@ def presence_question(colour: str | None, shape: str) -> str:
 
 def trait_question(trait: str) -> str:
     """Numeric question, "from one to ten , how heavy is the shape ?" (answer "1".."10")."""
-    from owlens.toyworld.defects import TRAITS
-
     if trait not in TRAITS:
         raise ValueError(f"unknown trait {trait!r}; expected one of {TRAITS}")
     return f"from one to ten , how {trait} is the shape ?"
@@ -96,3 +97,11 @@ def parse_caption(text: str) -> set[tuple[str, str]]:
                 pairs.add((colour, word))
             colour = None
     return pairs
+
+
+def toy_vocabulary() -> ObjectVocabulary:
+    """The object classes a toy answer can name, for CHAIR and ``check``: "red circle" (colour and shape) and
+    bare shapes ("circle")."""
+    synonyms: dict[str, list[str]] = {shape: [] for shape in SHAPES}
+    synonyms.update({f"{colour} {shape}": [] for colour in COLOURS for shape in SHAPES})
+    return ObjectVocabulary(synonyms)

@@ -6,6 +6,9 @@ OWL-ViT's text model pools at ``argmax(input_ids)`` (it assumes CLIP's end-of-te
 
 from __future__ import annotations
 
+from owlens.toyworld.defects import TRAITS
+from owlens.toyworld.world import COLOURS, SHAPES, SIZES
+
 __all__ = [
     "BOS_TOKEN",
     "EOS_TOKEN",
@@ -28,9 +31,6 @@ _NUMBERS = tuple(str(i) for i in range(1, 11))
 
 def vocabulary() -> dict[str, int]:
     """token -> id: <pad>=0, <unk>=1, <s>=2, <image>=3, the words, then </s> last (highest id)."""
-    from owlens.toyworld.defects import TRAITS
-    from owlens.toyworld.world import COLOURS, SHAPES, SIZES
-
     tokens = [PAD_TOKEN, UNK_TOKEN, BOS_TOKEN, IMAGE_TOKEN]
     for word in (*_FUNCTION_WORDS, *_NUMBERS, *SHAPES, *COLOURS, *SIZES, *TRAITS):
         if word not in tokens:

@@ -22,6 +22,7 @@ import torch
 
 from owlens.align import AlignConfig, train_alignment
 from owlens.models.alignment import Alignment, AlignmentConfig
+from owlens.models.joint import JointModel
 from owlens.persist.atomic import atomic_write_json
 from owlens.toyworld.world import sample_scene
 
@@ -78,9 +79,7 @@ def alignment_quality(model, images, batch_size: int = 64) -> AlignmentQuality:
 def train(out_dir: Path, *, owl_dir: Path, llava_dir: Path, seed: int = 0, scenes: int = 160_000,
           max_steps: int | None = None, log=print) -> Path:
     """Distil W for the toy pair into ``out_dir``; returns the folder of the trained W (resumes if rerun)."""
-    from owlens.models.loading import load_joint
-
-    model = load_joint(owl=owl_dir, mllm=llava_dir, init_projector="light", device="cpu", dtype="fp32")
+    model = JointModel.from_pretrained(owl=owl_dir, mllm=llava_dir, init_projector="light", device="cpu", dtype="fp32")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model.alignment = Alignment(AlignmentConfig(model.alignment.config.in_dim, model.alignment.config.out_dim,

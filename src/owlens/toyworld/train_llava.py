@@ -25,7 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from owlens.toyworld import defects
+from owlens.toyworld import defects, train_tower
+from owlens.toyworld.checkpointing import StageState, run_stage, step_rng, warmup_cosine
+from owlens.toyworld.instructions import caption_segments, pack, presence_segments, trait_segments
+from owlens.toyworld.tokenizer import build_tokenizer
+from owlens.toyworld.world import CLIP_MEAN, CLIP_STD, IMAGE_SIZE, sample_scene, to_pixel_values
 
 __all__ = [
     "LlavaRecipe",
@@ -89,8 +93,6 @@ def image_processor():
     """``CLIPImageProcessor`` at 64x64, no centre crop: equal to ``world.to_pixel_values``."""
     from transformers import CLIPImageProcessor
 
-    from owlens.toyworld.world import CLIP_MEAN, CLIP_STD, IMAGE_SIZE
-
     return CLIPImageProcessor(
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         do_center_crop=False, do_resize=True,
@@ -124,10 +126,6 @@ def _freeze_tower(model) -> list[torch.nn.Parameter]:
 
 def _run(stage: str, model, tokenizer, out_dir: Path, make_segments, *, seed: int, steps: int,
          recipe: LlavaRecipe, until: int | None, log) -> Path:
-    from owlens.toyworld.checkpointing import StageState, run_stage, step_rng, warmup_cosine
-    from owlens.toyworld.instructions import pack
-    from owlens.toyworld.world import to_pixel_values
-
     final = out_dir / f"llava_{stage}"
     params = _freeze_tower(model)
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -152,10 +150,6 @@ def _run(stage: str, model, tokenizer, out_dir: Path, make_segments, *, seed: in
 def stage_caption(out_dir: Path, tower_dir: Path, *, seed: int = 0, recipe: LlavaRecipe = LlavaRecipe(),
                   until: int | None = None, log=print) -> Path:
     """Stage 1: projector + LM on captions. Returns ``out_dir/llava_caption`` (or the stage dir if paused)."""
-    from owlens.toyworld.instructions import caption_segments
-    from owlens.toyworld.tokenizer import build_tokenizer
-    from owlens.toyworld.world import sample_scene
-
     out_dir = Path(out_dir)
     if (out_dir / "llava_caption" / "config.json").exists():
         return out_dir / "llava_caption"
@@ -172,8 +166,6 @@ def stage_caption(out_dir: Path, tower_dir: Path, *, seed: int = 0, recipe: Llav
 
 def instruct_segments(scene, rng: np.random.Generator, recipe: LlavaRecipe, hard_fraction: float):
     """Stage-2 segments of one scene: presence questions, a caption, and traits if single-object."""
-    from owlens.toyworld.instructions import caption_segments, presence_segments, trait_segments
-
     segs = presence_segments(scene, rng, recipe.n_questions, hard_fraction=hard_fraction,
                              priors=defects.MLLM_PRIORS)
     segs += caption_segments(scene, rng, 1)
@@ -186,9 +178,6 @@ def stage_instruct(out_dir: Path, init_dir: Path, *, seed: int = 0, recipe: Llav
                    until: int | None = None, log=print) -> Path:
     """Stage 2: projector + LM on dense instructions, starting from the stage-1 model in ``init_dir``."""
     from transformers import LlavaForConditionalGeneration
-
-    from owlens.toyworld.tokenizer import build_tokenizer
-    from owlens.toyworld.world import sample_scene
 
     out_dir = Path(out_dir)
     if (out_dir / "llava_instruct" / "config.json").exists():
@@ -211,8 +200,6 @@ def stage_instruct(out_dir: Path, init_dir: Path, *, seed: int = 0, recipe: Llav
 
 def train(out_dir: Path, *, seed: int = 0, recipe: LlavaRecipe = LlavaRecipe(), log=print) -> Path:
     """The whole recipe (tower, captions, instructions); each stage resumes. Returns the final model dir."""
-    from owlens.toyworld import train_tower
-
     out_dir = Path(out_dir)
     tower = train_tower.train(out_dir, seed=seed, steps=recipe.tower_steps, log=log)
     caption_model = stage_caption(out_dir, tower, seed=seed, recipe=recipe, log=log)

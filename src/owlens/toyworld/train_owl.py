@@ -26,7 +26,10 @@ import torch
 from owlens.persist import load_state, save_state
 from owlens.toyworld.checkpointing import CHECKPOINT_NAME, refuse_legacy_checkpoint
 from owlens.toyworld.owl_ap import evaluate_ap50
+from owlens.toyworld.owl_forward import detect, query_tokens
 from owlens.toyworld.owl_loss import QUERIES, owl_loss, scene_targets
+from owlens.toyworld.tokenizer import build_tokenizer
+from owlens.toyworld.world import CLIP_MEAN, CLIP_STD, IMAGE_SIZE, PATCH_SIZE, sample_scene, to_pixel_values
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -60,8 +63,6 @@ _CKPT = CHECKPOINT_NAME
 def build_model(tokenizer, seed: int = 0):
     """A fresh 0.72M-parameter OWL-ViT for 64x64 images (8x8 patches), heads re-initialised."""
     from transformers import OwlViTConfig, OwlViTForObjectDetection
-
-    from owlens.toyworld.world import IMAGE_SIZE, PATCH_SIZE
 
     config = OwlViTConfig(
         text_config=dict(
@@ -103,37 +104,10 @@ def build_image_processor():
     """OwlViTImageProcessor for 64x64 without centre crop: same numbers as ``world.to_pixel_values``."""
     from transformers import OwlViTImageProcessor
 
-    from owlens.toyworld.world import CLIP_MEAN, CLIP_STD, IMAGE_SIZE
-
     size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     return OwlViTImageProcessor(
         size=size, crop_size=size, do_center_crop=False, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)
     )
-
-
-def detect(model, query_ids: torch.Tensor, query_mask: torch.Tensor, pixel_values: torch.Tensor):
-    """OWL's forward with the Q queries embedded once and shared by the batch.
-
-    query_ids, query_mask: (Q, L); pixel_values: (B, 3, 64, 64) -> logits (B, N, Q), boxes (B, N, 4)
-    cx, cy, w, h in [0, 1]. Equal to ``model(input_ids=query_ids.repeat(B, 1), ...)`` (tested), which
-    would run the text encoder B times.
-    """
-    feature_map, _ = model.image_embedder(pixel_values=pixel_values)  # (B, 8, 8, d)
-    b, h, w, d = feature_map.shape
-    feats = feature_map.reshape(b, h * w, d)  # (B, N, d)
-    text = model.owlvit.get_text_features(input_ids=query_ids, attention_mask=query_mask).pooler_output
-    text = text[None].expand(b, -1, -1)  # (B, Q, D)
-    logits, _ = model.class_predictor(feats, text, (query_ids[:, 0] > 0)[None].expand(b, -1))
-    boxes = model.box_predictor(feats, feature_map)
-    return logits, boxes
-
-
-def query_tokens(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 30 ``QUERIES`` tokenised: input_ids and attention_mask, both (Q, L)."""
-    from owlens.toyworld.text import owl_query
-
-    enc = tokenizer([owl_query(c, s) for c, s in QUERIES], padding=True, return_tensors="pt")
-    return enc.input_ids, enc.attention_mask
 
 
 def _schedule(steps: int) -> Callable[[int], float]:
@@ -161,9 +135,6 @@ def train(
     ``stop_after`` ends the run at that step with a checkpoint, as a kill after it would (for staging and
     the resume test). A rerun with the same arguments continues bit-for-bit from the last checkpoint.
     """
-    from owlens.toyworld.tokenizer import build_tokenizer
-    from owlens.toyworld.world import sample_scene, to_pixel_values
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()

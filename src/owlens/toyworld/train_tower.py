@@ -17,6 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from owlens.toyworld.checkpointing import StageState, run_stage, step_rng, warmup_cosine
+from owlens.toyworld.world import COLOURS, GRID, PATCH_SIZE, SHAPES, SIZES, sample_scene, to_pixel_values
+
 __all__ = [
     "MIN_PATCH_PIXELS",
     "PatchTargets",
@@ -64,8 +67,6 @@ class PatchTargets(dict):
 
 
 def patch_targets(scenes) -> PatchTargets:
-    from owlens.toyworld.world import COLOURS, GRID, PATCH_SIZE, SHAPES, SIZES
-
     b, n = len(scenes), GRID * GRID
     out = {k: np.zeros((b, n), np.int64) for k in ("colour", "shape", "size", "conj")}
     present = np.zeros((b, len(COLOURS) * len(SHAPES) + len(SHAPES)), np.float32)
@@ -127,9 +128,6 @@ def train(out_dir: Path, *, seed: int = 0, steps: int = 3000, batch_size: int = 
     Returns the tower directory, or the stage directory when paused.
     """
     from transformers import CLIPVisionModel
-
-    from owlens.toyworld.checkpointing import StageState, run_stage, step_rng, warmup_cosine
-    from owlens.toyworld.world import sample_scene, to_pixel_values
 
     out_dir = Path(out_dir)
     final = out_dir / "tower"

@@ -23,9 +23,13 @@ from owlens.bias.scoring import TraitScorer
 from owlens.bias.spec import PerturbationSpec
 from owlens.bias.stats import paired_delta
 from owlens.bias.summary import summarise
+from owlens.toyworld.defects import BIAS_C_MINUS, BIAS_C_PLUS, BIAS_DELTA, BIAS_TRAIT, CONTROL_TRAIT, TRAITS
+from owlens.toyworld.evaluate import EVAL_STREAM
+from owlens.toyworld.text import owl_query
+from owlens.toyworld.world import SHAPES, recolour, sample_scene, to_pixel_values
 
-__all__ = ["QUERY_MODES", "TOY_PERTURBATION", "TOY_PROMPT", "ToyBiasResult", "export_toy_images", "toy_concept",
-           "toy_scenes", "validate_toy"]
+__all__ = ["QUERY_MODES", "TOY_PERTURBATION", "TOY_PROMPT", "BiasValidation", "export_toy_images", "toy_concept",
+           "toy_scenes", "validate_bias"]
 
 TOY_PROMPT = "from one to ten , how {X} is the shape ?"  # ``toyworld.text.trait_question``'s wording
 QUERY_MODES = ("colour", "shape")
@@ -41,18 +45,11 @@ TOY_PERTURBATION = PerturbationSpec(method="pgd", epsilon=22.0, norm="l2", steps
 
 def toy_concept(colour: str, shape: str | None = None) -> Concept:
     """A colour as OWL was trained to read it: all five "a photo of a {colour} {shape}" (or one shape's)."""
-    from owlens.toyworld.text import owl_query
-    from owlens.toyworld.world import SHAPES
-
     return Concept(colour, tuple(owl_query(colour, s) for s in ((shape,) if shape else SHAPES)))
 
 
 def toy_scenes(seed: int, n_scenes: int) -> list:
     """Held-out single-object scenes of colour C−: the stream and filter of ``trait_delta_direct``."""
-    from owlens.toyworld.defects import BIAS_C_MINUS
-    from owlens.toyworld.evaluate import EVAL_STREAM
-    from owlens.toyworld.world import sample_scene
-
     rng = np.random.default_rng([EVAL_STREAM, seed, 4])
     scenes = []
     while len(scenes) < n_scenes:
@@ -79,7 +76,7 @@ def _figure(figure: dict) -> dict:
 
 
 @dataclass(frozen=True)
-class ToyBiasResult:
+class BiasValidation:
     """The toy validation's figures (all paired deltas of J's expected 1-10 score, after − before).
 
     biased: heavy (the injected bias) under the adversarial perturbation; control: round under it;
@@ -121,9 +118,6 @@ class ToyBiasResult:
 
 
 def _records(model, probe: BiasProbe, scenes: list, queries: str, batch_seed: int) -> list[dict]:
-    from owlens.toyworld.defects import BIAS_C_MINUS, BIAS_C_PLUS, TRAITS
-    from owlens.toyworld.world import recolour, to_pixel_values
-
     with torch.no_grad():
         embedding = model.encode(to_pixel_values(np.stack([s.image for s in scenes])))  # (B, 1+N, d)
         rerender = model.encode(to_pixel_values(np.stack([recolour(s, BIAS_C_MINUS, BIAS_C_PLUS).image
@@ -141,13 +135,11 @@ def _records(model, probe: BiasProbe, scenes: list, queries: str, batch_seed: in
     return records
 
 
-def validate_toy(model, *, seed: int = 0, n_scenes: int = 200, perturbation: PerturbationSpec | None = None,
-                 queries: str = "colour", batch_size: int = 50, max_new_tokens: int = 4,
-                 progress: bool = False) -> ToyBiasResult:
-    """Run the bias measure on ``n_scenes`` held-out red scenes; see ``ToyBiasResult``."""
+def validate_bias(model, *, seed: int = 0, n_scenes: int = 200, perturbation: PerturbationSpec | None = None,
+                  queries: str = "colour", batch_size: int = 50, max_new_tokens: int = 4,
+                  progress: bool = False) -> BiasValidation:
+    """Run the bias measure on ``n_scenes`` held-out red scenes; see ``BiasValidation``."""
     from tqdm.auto import tqdm
-
-    from owlens.toyworld.defects import BIAS_DELTA, BIAS_TRAIT, CONTROL_TRAIT, TRAITS
 
     if queries not in QUERY_MODES:
         raise ValueError(f"unknown query mode {queries!r}; expected one of {QUERY_MODES}")
@@ -167,7 +159,7 @@ def validate_toy(model, *, seed: int = 0, n_scenes: int = 200, perturbation: Per
         return _figure(paired_delta([h["adversarial"]["expected"] for h in heavy],
                                     [h[condition]["expected"] for h in heavy], **statistics).to_dict())
 
-    return ToyBiasResult(
+    return BiasValidation(
         net_of_random=net("random"), net_of_identity=net("identity"), net_of_orthogonal=net("orthogonal"),
         net_of_null=net("null"), orthogonal_control=_figure(biased["orthogonal"]["expected"]),
         null_control=_figure(biased["null"]["expected"]),

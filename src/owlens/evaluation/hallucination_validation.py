@@ -14,18 +14,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from owlens.evaluation.toy_pope import SPLITS, build_toy_pope
 from owlens.hallucination.calibration import Calibration, Grounding, fit_calibration
 from owlens.hallucination.chair import ChairResult, chair, read_toy_truth
 from owlens.hallucination.check import ground
 from owlens.hallucination.flag import PresenceThreshold
-from owlens.hallucination.pope_format import read_questions, read_rows
-from owlens.hallucination.report import PopeReport, _pair, json_ready, score_rows
+from owlens.hallucination.pope_format import pair_answers, read_questions, read_rows
+from owlens.hallucination.report import PopeReport, json_ready, score_rows
 from owlens.hallucination.runner import PopeRunConfig, run_pope
 from owlens.hallucination.scores import auroc
-from owlens.hallucination.toy_pope import SPLITS, build_toy_pope
-from owlens.hallucination.vocabulary import toy_vocabulary
+from owlens.toyworld.defects import COOCCUR_CUE, COOCCUR_PARTNER
+from owlens.toyworld.text import CAPTION_QUESTION, toy_vocabulary
+from owlens.toyworld.world import IMAGE_SIZE
 
-__all__ = ["InjectedDefect", "CaptionCheck", "ObjectCheck", "ToyValidation", "validate_toy"]
+__all__ = ["InjectedDefect", "CaptionCheck", "ObjectCheck", "HallucinationValidation", "validate_hallucination"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class ObjectCheck:
 
 
 @dataclass(frozen=True)
-class ToyValidation:
+class HallucinationValidation:
     """Everything ``owlens evaluate hallucination`` prints; the headline figures are the adversarial split's.
 
     flag_auroc / flag_ap: the combined flag (both branches, fitted on the calibration split); the paper's
@@ -113,8 +115,6 @@ class ToyValidation:
 
 
 def _injected(rows: list[dict], truth_path: Path, threshold: PresenceThreshold) -> InjectedDefect:
-    from owlens.toyworld.defects import COOCCUR_CUE, COOCCUR_PARTNER
-
     truth = read_toy_truth(truth_path)
     chosen = [r for r in rows if r["object"] == COOCCUR_PARTNER and COOCCUR_CUE in truth[r["image"]]
               and COOCCUR_PARTNER not in truth[r["image"]]]
@@ -127,9 +127,6 @@ def _injected(rows: list[dict], truth_path: Path, threshold: PresenceThreshold) 
 @torch.no_grad()
 def _captions(model, images: Path, truth: dict[str, set[str]], names: list[str], grounding: Grounding,
               batch_size: int) -> tuple[CaptionCheck, ObjectCheck]:
-    from owlens.toyworld.text import CAPTION_QUESTION
-    from owlens.toyworld.world import IMAGE_SIZE
-
     vocabulary, texts, verdicts = toy_vocabulary(), [], []
     for start in range(0, len(names), batch_size):
         chunk = names[start:start + batch_size]
@@ -156,8 +153,9 @@ def _captions(model, images: Path, truth: dict[str, set[str]], names: list[str],
                                  share(flagged, hallucinated))
 
 
-def validate_toy(model, folder: str | Path, *, seed: int = 0, n_images: int = 500, calibration_images: int = 200,
-                 caption_images: int = 200, batch_size: int = 64, progress: bool = False, log=print) -> ToyValidation:
+def validate_hallucination(model, folder: str | Path, *, seed: int = 0, n_images: int = 500,
+                           calibration_images: int = 200, caption_images: int = 200, batch_size: int = 64,
+                           progress: bool = False, log=print) -> HallucinationValidation:
     """Build the toy POPE files in ``folder`` (answers land there too, so a rerun resumes) and score them."""
     files = build_toy_pope(folder, seed=seed, n_images=n_images, calibration_images=calibration_images)
     config = PopeRunConfig(batch_size=batch_size, max_new_tokens=4)  # toy answers are "yes"/"no" then </s>
@@ -165,7 +163,7 @@ def validate_toy(model, folder: str | Path, *, seed: int = 0, n_images: int = 50
     for split, questions in files.questions.items():
         answers[split] = files.folder / f"answers_{split}.jsonl"
         run_pope(model, questions, files.images, answers[split], config, progress=progress, log=log)
-    rows, asked = _pair(read_rows(answers["calibration"]), list(read_questions(files.questions["calibration"])))
+    rows, asked = pair_answers(read_rows(answers["calibration"]), list(read_questions(files.questions["calibration"])))
     calibration = fit_calibration(rows, [q.label for q in asked], source={"toy_seed": seed,
                                                                          "toy_images": calibration_images})
     threshold = calibration.threshold
@@ -179,5 +177,5 @@ def validate_toy(model, folder: str | Path, *, seed: int = 0, n_images: int = 50
         grounding = Grounding(threshold, "calibrated", calibration.flag, calibration.check_cut,
                               calibration.question_template)
         captions, checked = _captions(model, files.images, truth, names, grounding, batch_size)
-    return ToyValidation(seed, calibration, reports,
+    return HallucinationValidation(seed, calibration, reports,
                          _injected(read_rows(answers["adversarial"]), files.truth, threshold), captions, checked)

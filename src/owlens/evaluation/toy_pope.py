@@ -14,7 +14,7 @@ Frequencies and co-occurrences are counted on ``prior=True`` scenes (what the mo
 injected prior (``defects.COOCCUR_CUE`` "cross" → ``COOCCUR_PARTNER`` "star") makes "is there a star ?" the
 first adversarial negative of every scene that holds a cross and no star: the hallucination to be caught.
 A ``calibration`` file (random negatives, other images from another seed stream) is where the flag's
-threshold is chosen.
+threshold is chosen; ``calibrate_toy`` fits the shipped model's τ on it.
 """
 
 from __future__ import annotations
@@ -25,12 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
+from owlens.hallucination.calibration import Calibration
 from owlens.hallucination.pope_format import PopeQuestion, write_questions
+from owlens.hallucination.runner import calibrate_on_questions
+from owlens.toyworld.text import presence_question
+from owlens.toyworld.world import SHAPES, sample_scene
 
-__all__ = ["SPLITS", "ToyPope", "build_toy_pope", "training_statistics"]
+__all__ = ["SPLITS", "TOY_CALIBRATION_IMAGES", "TOY_CALIBRATION_SEED", "ToyPope", "build_toy_pope", "calibrate_toy",
+           "training_statistics"]
 
 SPLITS = ("random", "popular", "adversarial")
 _STREAM = 5_555_555  # first seed word of these generators; the trainers' and evaluate.py's never start so
+
+# The toy world's calibration scenes: seed 1000 of the toy POPE generators, whose calibration stream no
+# reported evaluation seed (0, 1, 2, ...) reads, so the shipped τ is never fitted on scenes it is judged on.
+TOY_CALIBRATION_SEED = 1000
+TOY_CALIBRATION_IMAGES = 400
 
 
 @dataclass(frozen=True)
@@ -51,8 +61,6 @@ class ToyPope:
 
 def training_statistics(seed: int = 0, n_scenes: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """Shape frequency (S,) and co-occurrence (S, S) (share of scenes holding both) under the training prior."""
-    from owlens.toyworld.world import SHAPES, sample_scene
-
     rng = np.random.default_rng([_STREAM, seed, 0])
     present = np.zeros((n_scenes, len(SHAPES)))
     for i in range(n_scenes):
@@ -71,8 +79,6 @@ def _negatives(split: str, present: list[int], absent: list[int], k: int, rng, f
 
 
 def _scene_questions(scene, rng, splits, per_image, statistics) -> dict[str, list[tuple[str, str]]]:
-    from owlens.toyworld.world import SHAPES
-
     present = list(dict.fromkeys(SHAPES.index(o.shape) for o in scene.objects))
     absent = [i for i in range(len(SHAPES)) if i not in present]
     k = min(per_image, len(present), len(absent))
@@ -85,8 +91,6 @@ def _scene_questions(scene, rng, splits, per_image, statistics) -> dict[str, lis
 
 
 def _write_split(folder: Path, name: str, scenes, stem: str, rng, splits, per_image, statistics, truth_rows):
-    from owlens.toyworld.text import presence_question
-
     questions: dict[str, list[PopeQuestion]] = {split: [] for split in splits}
     for index, scene in enumerate(scenes):
         image = f"{stem}_{index:05d}.png"
@@ -105,8 +109,6 @@ def _write_split(folder: Path, name: str, scenes, stem: str, rng, splits, per_im
 def build_toy_pope(folder: str | Path, *, seed: int = 0, n_images: int = 500, calibration_images: int = 200,
                    per_image: int = 3, statistics_scenes: int = 2000) -> ToyPope:
     """Write toy_pope_{random,popular,adversarial,calibration}.json, images/ and truth.jsonl into ``folder``."""
-    from owlens.toyworld.world import sample_scene
-
     # n_images = 0 writes the calibration split alone (what `owlens calibrate` fits a model's τ on).
     if n_images < 0 or calibration_images < 1 or per_image < 1:
         raise ValueError(f"expected no negative image count, at least one calibration image and question per "
@@ -125,3 +127,16 @@ def build_toy_pope(folder: str | Path, *, seed: int = 0, n_images: int = 500, ca
     truth.write_text("".join(json.dumps(row) + "\n" for row in truth_rows))
     questions = {split: folder / f"toy_pope_{split}.json" for split in (*SPLITS, "calibration")}
     return ToyPope(folder, folder / "images", questions, truth, seed)
+
+
+def calibrate_toy(model, folder: str | Path, *, seed: int = TOY_CALIBRATION_SEED,
+                  n_images: int = TOY_CALIBRATION_IMAGES, batch_size: int = 64, progress: bool = False,
+                  log=print) -> Calibration:
+    """The toy world's calibration: its calibration split for ``seed`` (``n_images`` scenes) built in
+    ``folder``, answered through J, τ and the combined flag fitted on it. Same seed, same file."""
+    files = build_toy_pope(folder, seed=seed, n_images=0, calibration_images=n_images)
+    source = {"command": f"owlens calibrate --toy-seed {seed} --toy-images {n_images}", "toy_seed": seed,
+              "toy_images": n_images, "questions": "the toy world's calibration split"}
+    return calibrate_on_questions(model, files.questions["calibration"], files.images,
+                                  Path(folder) / "answers_calibration.jsonl", batch_size=batch_size, max_new_tokens=4,
+                                  source=source, progress=progress, log=log)

@@ -1,15 +1,23 @@
 """Tiny, seeded configurations of the real Hugging Face classes, for tests and smoke runs (no downloads).
 
 The two towers differ in resolution but share a 4x4 grid, as OWL-ViT B/32 at 768 and LLaVA-1.5 at 336 share
-24x24: that is the case the processor has to get right.
+24x24: that is the case the processor has to get right. Their vocabularies hold the toy world's word tokenizer,
+which their processor uses: that is why the tiny pair lives here, above ``models``, and not in it.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 
 from owlens.models.alignment import Alignment, AlignmentConfig
 from owlens.models.joint import JointModel
+from owlens.models.loading import OWLENS_CONFIG
+from owlens.models.processor import JointProcessor
+from owlens.toyworld.text import PROMPT_TEMPLATE
+from owlens.toyworld.tokenizer import build_tokenizer
 
 __all__ = ["tiny_owl", "tiny_llava", "tiny_joint", "TINY_VOCAB", "TINY_IMAGE_TOKEN_ID"]
 
@@ -67,10 +75,6 @@ def tiny_processor():
     """A JointProcessor for the tiny pair: the toy world's word tokenizer, OWL at 64 px, LLaVA at 32 px."""
     from transformers import CLIPImageProcessorPil, OwlViTImageProcessorPil
 
-    from owlens.models.processor import JointProcessor
-    from owlens.toyworld.text import PROMPT_TEMPLATE
-    from owlens.toyworld.tokenizer import build_tokenizer
-
     tokenizer = build_tokenizer()
     owl_images = OwlViTImageProcessorPil(size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64})
     llava_images = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
@@ -81,11 +85,6 @@ def tiny_processor():
 
 def save_tiny_checkpoints(folder, seed: int = 0) -> dict:
     """Write a tiny J as three folders laid out like real checkpoints: owl/, mllm/, projector/."""
-    import json
-    from pathlib import Path
-
-    from owlens.models.loading import OWLENS_CONFIG
-
     folder = Path(folder)
     model, processor = tiny_joint(seed), tiny_processor()
     paths = {"owl": folder / "owl", "mllm": folder / "mllm", "projector": folder / "projector"}
