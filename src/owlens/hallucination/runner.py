@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from owlens.boxes import cxcywh_to_xyxy
 from owlens.hallucination.answers import p_yes, parse_answer, yes_no_token_ids
 from owlens.hallucination.flag import PresenceThreshold, flag_scores, flags
 from owlens.hallucination.journal import Journal, complete_rows
@@ -186,12 +187,8 @@ def _best_boxes(detections, rows: torch.Tensor, columns: torch.Tensor, sizes) ->
     """Each question's max logit over boxes (B,) and that box in pixels, from ``Detections`` over unique images."""
     logits = detections.logits.float()[rows, :, columns]  # (B, N): image rows[b], query columns[b]
     best_logit, best = logits.max(dim=-1)
-    cx, cy, w, h = detections.boxes_cxcywh.float()[rows, best].unbind(-1)  # (B,) each
-    boxes = []
-    for b, (width, height) in enumerate(sizes):
-        boxes.append(tuple(float(v) for v in (
-            (cx[b] - w[b] / 2) * width, (cy[b] - h[b] / 2) * height,
-            (cx[b] + w[b] / 2) * width, (cy[b] + h[b] / 2) * height)))
+    chosen = detections.boxes_cxcywh.float()[rows, best]  # (B, 4)
+    boxes = [tuple(float(v) for v in cxcywh_to_xyxy(box, size)) for box, size in zip(chosen, sizes)]
     return best_logit, boxes
 
 
