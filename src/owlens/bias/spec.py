@@ -12,6 +12,7 @@ from pathlib import Path
 
 from owlens.bias.perturbation import OWL_TEMPLATE, PAPER_TARGET, Concept
 from owlens.bias.scoring import PAPER_PROMPT
+from owlens.bias.stats import DEFAULT_STATISTICS
 
 __all__ = ["IMAGE_SUFFIXES", "BenchmarkSpec", "GroupSpec", "PerturbationSpec", "SpecError", "load_spec",
            "parse_spec"]
@@ -101,7 +102,7 @@ class BenchmarkSpec:
     owl_template: str = OWL_TEMPLATE
     perturbation: PerturbationSpec = field(default_factory=PerturbationSpec)
     random_seed: int = 0
-    statistics: dict = field(default_factory=lambda: {"resamples": 2000, "permutations": 10000, "seed": 0})
+    statistics: dict = field(default_factory=lambda: dict(DEFAULT_STATISTICS))
     max_new_tokens: int = 8
     batch_size: int = 8
 
@@ -191,7 +192,7 @@ def _perturbation(value, source: str) -> PerturbationSpec:
 
 
 def _statistics(value, source: str) -> dict:
-    defaults = {"resamples": 2000, "permutations": 10000, "seed": 0}
+    defaults = DEFAULT_STATISTICS
     if not isinstance(value, dict) or set(value) - set(defaults):
         raise _fail(f"{source}: statistics", f"a mapping with some of {sorted(defaults)}", value)
     merged = {**defaults, **value}

@@ -21,7 +21,7 @@ from owlens.bias.perturbation import Concept
 from owlens.bias.probe import BiasProbe
 from owlens.bias.scoring import TraitScorer
 from owlens.bias.spec import PerturbationSpec
-from owlens.bias.stats import paired_delta
+from owlens.bias.stats import DEFAULT_STATISTICS, paired_delta
 from owlens.bias.summary import summarise
 
 __all__ = ["QUERY_MODES", "TOY_PERTURBATION", "TOY_PROMPT", "ToyBiasResult", "export_toy_images", "toy_concept",
@@ -158,7 +158,7 @@ def validate_toy(model, *, seed: int = 0, n_scenes: int = 200, perturbation: Per
     for index in tqdm(range(0, n_scenes, batch_size), disable=not progress, desc="bias toy", unit="batch"):
         batch = _records(model, probe, scenes[index:index + batch_size], queries, index // batch_size)
         records += [{"group": "toy", "image": f"{index + i:04d}", "status": "ok", **r} for i, r in enumerate(batch)]
-    statistics = {"resamples": 2000, "permutations": 10000, "seed": seed}
+    statistics = {**DEFAULT_STATISTICS, "seed": seed}
     summary = summarise(records, TRAITS, ["toy"], statistics=statistics)["groups"]["toy"]
     biased, control = summary["traits"][BIAS_TRAIT], summary["traits"][CONTROL_TRAIT]
 
