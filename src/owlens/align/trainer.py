@@ -31,6 +31,7 @@ from owlens.persist.atomic import atomic_write_json
 from owlens.persist.fingerprint import FINGERPRINT, Fingerprint, claim, image_listing, model_weights
 from owlens.persist.lock import folder_lock
 from owlens.persist.state import load_state, save_state
+from owlens.schedules import warmup_cosine
 
 __all__ = ["AlignConfig", "AlignResult", "train_alignment", "CHECKPOINT", "PROJECTOR"]
 
@@ -78,16 +79,9 @@ class AlignResult:
 def _scheduler(optimizer, schedule: str, total_steps: int):
     if schedule not in _SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}: expected one of {_SCHEDULES}")
-    warmup = max(1, round(0.03 * total_steps))
-
-    def factor(step: int) -> float:
-        if schedule == "constant":
-            return 1.0
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return warmup_cosine(optimizer, total_steps, warmup=max(1, round(0.03 * total_steps)))
 
 
 class _EpochOrder(torch.utils.data.Sampler):
