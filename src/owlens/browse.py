@@ -33,12 +33,12 @@ def _verdict_item(folder: Path, item_id: str, image, prompt: str, text: str, ver
 
 def pope_run(folder: Path, answers: Path, questions: Path, images: Path, model, settings: dict) -> Path:
     """POPE's figures (when the questions carry labels), and the flagged questions: a few drawn, more listed."""
-    from owlens.hallucination.journal import complete_rows
     from owlens.hallucination.report import score_files
     from owlens.images import ImageReadError, load_image
     from owlens.persist import OutsideFolderError, confined
+    from owlens.persist.jsonl import read_jsonl
 
-    rows = complete_rows(answers)[0]
+    rows = read_jsonl(answers)[0]
     try:
         scores = score_files(answers, questions).pope
         pope = {questions.stem: {c: float(getattr(scores, c)) for c in POPE_COLUMNS}}

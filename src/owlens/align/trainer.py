@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from owlens.align.data import ImageFolder, collate
+from owlens.explain._borrow import frozen
 from owlens.persist.atomic import atomic_write_json
 from owlens.persist.fingerprint import FINGERPRINT, Fingerprint, claim, image_listing, model_weights
 from owlens.persist.lock import folder_lock
@@ -99,13 +100,6 @@ class _EpochOrder(torch.utils.data.Sampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(torch.randperm(self.size, generator=generator).tolist())
-
-
-def _frozen(modules) -> list[tuple[torch.nn.Parameter, bool]]:
-    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
-    for parameter, _ in saved:
-        parameter.requires_grad_(False)
-    return saved
 
 
 def _swap_step(step: str) -> None:
@@ -236,7 +230,8 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
     loader = torch.utils.data.DataLoader(ImageFolder(images, model.processor), batch_size=config.batch_size,
                                          sampler=_EpochOrder(len(images), config.seed), collate_fn=collate,
                                          num_workers=config.num_workers)
-    borrowed, locks = _frozen([model.owl, model.llava]), ExitStack()
+    locks = ExitStack()
+    locks.enter_context(frozen(model.owl, model.llava))  # given back last: after the lock is released
     try:
         if accelerator.is_main_process:  # one launch holds the folder; its other processes share the lock
             locks.enter_context(folder_lock(out_dir))
@@ -271,8 +266,6 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
         return result
     finally:
         locks.close()
-        for parameter, requires_grad in borrowed:
-            parameter.requires_grad_(requires_grad)
 
 
 def _run_epochs(model, projector, optimizers, loader, accelerator, state, config, out_dir, bar) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from owlens.bias.region import owl_region, token_mask
+from owlens.explain._borrow import borrowed
 
 __all__ = [
     "OWL_TEMPLATE",
@@ -108,20 +109,9 @@ class Perturbation:
 
 @contextlib.contextmanager
 def borrowed_for_gradients(model: torch.nn.Module):
-    """Eval mode and frozen parameters while gradients flow to E only; both returned even after an exception."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        for parameter, _ in flags:
-            parameter.requires_grad_(False)
-        with torch.enable_grad():
-            yield
-    finally:
-        for parameter, flag in flags:
-            parameter.requires_grad_(flag)
-        for module, mode in modes:
-            module.train(mode)
+    """``borrowed`` (eval mode, frozen parameters, both returned) with gradients on: they flow to E only."""
+    with borrowed(model), torch.enable_grad():
+        yield
 
 
 class SwapPerturbation:

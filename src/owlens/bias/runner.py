@@ -21,10 +21,11 @@ from owlens.bias.probe import BiasProbe
 from owlens.bias.scoring import TraitScorer
 from owlens.bias.spec import BenchmarkSpec, GroupSpec
 from owlens.bias.summary import summarise
-from owlens.hallucination.journal import Journal, complete_rows
+from owlens.hallucination.journal import Journal
 from owlens.images import ImageReadError, load_image
 from owlens.persist.atomic import atomic_write_json
 from owlens.persist.fingerprint import FINGERPRINT, Fingerprint, claim, image_listing, model_weights
+from owlens.persist.jsonl import read_jsonl
 from owlens.persist.lock import folder_lock
 
 __all__ = ["RECORDS", "SPEC_COPY", "read_records", "run_benchmark"]
@@ -35,7 +36,7 @@ SPEC_COPY = "spec.json"
 
 def read_records(path: str | Path) -> list[dict]:
     """The records of a JSONL file; a torn last line (a run killed mid-write) is ignored."""
-    return complete_rows(path)[0]
+    return read_jsonl(path)[0]
 
 
 def _claim(out_dir: Path, spec: BenchmarkSpec) -> None:

@@ -15,6 +15,7 @@ Sharding: ``shard=(index, count)`` answers every ``count``-th question from ``in
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -25,10 +26,10 @@ import torch
 from owlens.boxes import cxcywh_to_xyxy
 from owlens.hallucination.answers import p_yes, parse_answer, yes_no_token_ids
 from owlens.hallucination.flag import PresenceThreshold, flag_scores, flags
-from owlens.hallucination.journal import Journal, complete_rows
+from owlens.hallucination.journal import Journal
 from owlens.hallucination.pope_format import QUERY_TEMPLATE, PopeQuestion, object_of, read_questions
 from owlens.images import ImageReadError, load_image
-from owlens.persist import OutsideFolderError, confined
+from owlens.persist import OutsideFolderError, atomic_open, confined, read_jsonl
 from owlens.persist.fingerprint import Fingerprint, claim, file_digest, forget_inputs, image_listing, model_weights
 from owlens.persist.lock import lock_beside
 
@@ -129,7 +130,7 @@ def _fingerprint(model, questions: Path, images: Path, names: dict, config: Pope
 def _in_order(out: Path, questions: Path) -> bool:
     """Whether the rows of ``out`` follow the question file's order (a retried image's rows come last)."""
     position = {q.question_id: i for i, q in enumerate(read_questions(questions))}
-    ranks = [position.get(row["question_id"], len(position)) for row in complete_rows(out)[0]]
+    ranks = [position.get(row["question_id"], len(position)) for row in read_jsonl(out)[0]]
     return all(a <= b for a, b in itertools.pairwise(ranks))
 
 
@@ -140,7 +141,7 @@ def _target(out: Path, shard: tuple[int, int]) -> Path:
 def _done(out: Path) -> dict:
     """question_id → (image, question) of every row already written to ``out`` or its part files."""
     return {row["question_id"]: (row["image"], row["question"])
-            for path in [out, *part_paths(out)] for row in complete_rows(path)[0]}
+            for path in [out, *part_paths(out)] for row in read_jsonl(path)[0]}
 
 
 def _pending(questions: Path, shard: tuple[int, int], done: dict, out: Path,
@@ -282,16 +283,13 @@ def merge_parts(out: str | Path, questions: str | Path) -> int:
     parts = part_paths(out)
     rows: dict = {}
     for path in [out, *parts]:
-        for row in complete_rows(path)[0]:
+        for row in read_jsonl(path)[0]:
             rows.setdefault(row["question_id"], row)
     ordered = [rows.pop(q.question_id) for q in read_questions(questions) if q.question_id in rows]
     ordered += list(rows.values())  # ids the question file no longer holds: kept, at the end
-    partial = out.with_name(out.name + ".partial")
-    partial.unlink(missing_ok=True)  # left by a merge that was killed: start it again
-    with Journal(partial) as journal:
+    with atomic_open(out) as handle:  # a merge killed half-way leaves ``out`` and the parts as they were
         for row in ordered:
-            journal.append(row)
-    partial.replace(out)
+            handle.write(json.dumps(row) + "\n")
     for path in parts:
         path.unlink()
     return len(ordered)

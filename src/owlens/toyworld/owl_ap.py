@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from owlens.boxes import box_iou, cxcywh_to_xyxy
+from owlens.explain._borrow import evaluating
 
 __all__ = ["IOU_THRESHOLD", "ap50_per_query", "average_precision", "evaluate_ap50"]
 
@@ -55,9 +56,7 @@ def _predict(model, tokenizer, scenes, batch_size: int) -> tuple[np.ndarray, np.
     from owlens.toyworld.train_owl import detect, query_tokens
     from owlens.toyworld.world import IMAGE_SIZE, to_pixel_values
 
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):  # called mid-training: the model goes back to train mode after
         query_ids, query_mask = query_tokens(tokenizer)
         scores, boxes = [], []
         for i in range(0, len(scenes), batch_size):
@@ -65,8 +64,6 @@ def _predict(model, tokenizer, scenes, batch_size: int) -> tuple[np.ndarray, np.
             logits, cxcywh = detect(model, query_ids, query_mask, to_pixel_values(images))
             scores.append(torch.sigmoid(logits.float()).numpy())
             boxes.append(cxcywh_to_xyxy(cxcywh.float(), (IMAGE_SIZE, IMAGE_SIZE)).numpy())
-    finally:
-        model.train(was_training)
     return np.concatenate(scores), np.concatenate(boxes)
 
 
