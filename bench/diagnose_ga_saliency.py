@@ -28,7 +28,7 @@ def diagnose(model, case, embedding) -> dict:
     from owlens.evaluation.pointing_game import PointingGame
     from owlens.evaluation.saliency_benchmark import POINTING_TOLERANCE_PX
     from owlens.explain import ExplainInputs, TokenTarget
-    from owlens.explain._lm_grads import logit_gradients
+    from owlens.explain._lm_pass import logit_gradients
     from owlens.explain.maps import boxes_to_pixels, minmax, paint_boxes
     from owlens.explain.targets import plan_tokens
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from owlens.explain._base import Explainer
-from owlens.explain._lm_grads import logit_gradients
+from owlens.explain._lm_pass import logit_gradients
 from owlens.explain._owl_grads import box_cosines, compiled_box_cosines
 from owlens.explain.inputs import ExplainInputs
 from owlens.explain.maps import boxes_to_pixels, minmax, paint_boxes

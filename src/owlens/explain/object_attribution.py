@@ -29,7 +29,7 @@ import torch
 
 from owlens.boxes import box_iou
 from owlens.explain._base import Explainer, grid_to_image
-from owlens.explain._lm_grads import logit_gradients, pad_plans
+from owlens.explain._lm_pass import logit_gradients, padded_plans
 from owlens.explain.maps import boxes_to_pixels, paint_boxes
 from owlens.explain.saliency import ObjectEvidence, Saliency
 from owlens.explain.targets import TokenPlan
@@ -222,9 +222,7 @@ class ObjectAttribution(Explainer):
 
     def _read(self, plan: TokenPlan, image_tokens: torch.Tensor) -> torch.Tensor:
         """Image tokens (K, N, D) of K variants of one image → the plan's explained raw logits (K, L)."""
-        tokenizer = self.model.processor.mllm_tokenizer
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids, mask, positions, token_ids, _ = pad_plans([plan], pad_id, image_tokens.device)
+        ids, mask, positions, token_ids, _ = padded_plans(self.model, [plan], image_tokens.device)
         count = len(image_tokens)
         embeds = self.model.language.embed(ids.expand(count, -1), image_tokens)
         keep = torch.unique(positions)
