@@ -94,7 +94,7 @@ def _evaluate(args: argparse.Namespace, model, methods) -> dict:
                                 question=args.question or wsol.PAPER_QUESTION,
                                 answer_prefix=wsol.PAPER_ANSWER_PREFIX if args.answer_prefix is None
                                 else args.answer_prefix, resolution=args.resolution, limit=args.limit,
-                                out_dir=args.out, progress=not args.no_progress)
+                                out_dir=args.out, progress=not args.no_progress).to_json()
     else:
         from owlens.evaluation.saliency_benchmark import run_saliency_benchmark
 

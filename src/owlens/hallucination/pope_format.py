@@ -16,10 +16,8 @@ from pathlib import Path
 from owlens.persist.atomic import atomic_open
 from owlens.persist.jsonl import read_jsonl
 
-__all__ = ["PopeQuestion", "read_questions", "write_questions", "read_rows", "object_of", "QUERY_TEMPLATE"]
+__all__ = ["PopeQuestion", "read_questions", "write_questions", "read_rows", "object_of"]
 
-# OWL-ViT's CLIP prompt for an object class (docs/design.md §4: p_c from "a photo of a {c}").
-QUERY_TEMPLATE = "a photo of a {}"
 # POPE asks "Is there a {c} in the image?"; the toy world asks "is there a {c} ?" (toyworld/text.py).
 _QUESTION = re.compile(r"^\s*is there (?:an? )?(?P<object>.+?)(?:\s+in the (?:image|picture|photo))?\s*\?\s*$",
                        re.IGNORECASE)

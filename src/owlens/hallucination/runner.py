@@ -27,11 +27,12 @@ from owlens.boxes import cxcywh_to_xyxy
 from owlens.hallucination.answers import p_yes, parse_answer, yes_no_token_ids
 from owlens.hallucination.flag import PresenceThreshold, flag_scores, flags
 from owlens.hallucination.journal import Journal
-from owlens.hallucination.pope_format import QUERY_TEMPLATE, PopeQuestion, object_of, read_questions
+from owlens.hallucination.pope_format import PopeQuestion, object_of, read_questions
 from owlens.images import ImageReadError, load_image
 from owlens.persist import OutsideFolderError, atomic_open, confined, read_jsonl
 from owlens.persist.fingerprint import Fingerprint, claim, file_digest, forget_inputs, image_listing, model_weights
 from owlens.persist.lock import lock_beside
+from owlens.queries import QUERY_TEMPLATE
 
 __all__ = ["PopeRunConfig", "PopeRow", "PopeRunResult", "fingerprint_path", "run_pope", "merge_parts",
            "part_paths"]
