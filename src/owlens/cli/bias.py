@@ -6,12 +6,13 @@ import argparse
 import math
 import sys
 
-from owlens.cli.common import load_model, model_options, output_folder, write_json
+from owlens.cli.common import load_model, model_options, output_folder, progress_options, write_json
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "bias", parents=[model_options()], help="measure a bias by perturbing what the detector sees",
+        "bias", parents=[model_options(), progress_options()],
+        help="measure a bias by perturbing what the detector sees",
         description="Perturb J's shared embedding so that the detector sees C+ where it saw C- (e.g. man -> "
                     "woman), ask the MLLM 1-10 trait questions on the clean and the perturbed embedding, and "
                     "report the mean paired change with a bootstrap CI, beside a random perturbation of the "
@@ -20,7 +21,6 @@ def register(subparsers) -> None:
                     "examples/bias/*.yaml.")
     parser.add_argument("spec", help="benchmark spec (YAML)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder; rerun with it to resume")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(run=run)
 
 
