@@ -27,7 +27,7 @@ import torch
 
 from owlens.explain import ExplainInputs, GradientAlignment, TokenTarget
 from owlens.explain._borrow import borrowed
-from owlens.explain._lm_grads import logit_gradients
+from owlens.explain._lm_pass import logit_gradients
 from owlens.explain._owl_grads import box_cosines, compiled_box_cosines
 from owlens.explain.targets import TokenPlan
 

@@ -21,22 +21,14 @@ import json
 import numpy as np
 import torch
 
-
-def _iou(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(boxes[:, None, 2], truth[None, :, 2]) - np.maximum(boxes[:, None, 0], truth[None, :, 0]), 0,
-                 None)
-    iy = np.clip(np.minimum(boxes[:, None, 3], truth[None, :, 3]) - np.maximum(boxes[:, None, 1], truth[None, :, 1]), 0,
-                 None)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    inter = ix * iy
-    return (inter / (area(boxes)[:, None] + area(truth)[None] - inter)).max(1)
+from owlens.boxes import box_iou
 
 
 def diagnose(model, case, embedding) -> dict:
     from owlens.evaluation.pointing_game import PointingGame
     from owlens.evaluation.saliency_benchmark import POINTING_TOLERANCE_PX
     from owlens.explain import ExplainInputs, TokenTarget
-    from owlens.explain._lm_grads import logit_gradients
+    from owlens.explain._lm_pass import logit_gradients
     from owlens.explain.maps import boxes_to_pixels, minmax, paint_boxes
     from owlens.explain.targets import plan_tokens
 
@@ -62,7 +54,7 @@ def diagnose(model, case, embedding) -> dict:
         return game(paint_boxes(corners, minmax(weights.float()[:, None])[:, 0], 64, 64), case.truth_mask)
 
     scores = torch.sigmoid(z.detach().double())
-    iou = _iou(corners.numpy(), case.truth_boxes)
+    iou = box_iou(corners.numpy(), case.truth_boxes).max(1)
     best = int(iou.argmax())
     rows, cols = model.grid
     on_object = torch.from_numpy(case.truth_mask.reshape(rows, 64 // rows, cols, 64 // cols).any((1, 3)).reshape(-1))

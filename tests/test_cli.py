@@ -51,3 +51,20 @@ def test_missing_checkpoint_is_one_clear_error(tiny_model_args, image, tmp_path,
     args[args.index("--owl") + 1] = str(tmp_path / "no-owl")
     assert main(["detect", image, "--query", "a photo of a star", *args]) == 2
     assert "detector (owl) weights not found" in capsys.readouterr().err
+
+
+def test_one_scenes_flag_old_names_still_parse_but_are_not_shown(capsys):
+    from owlens.cli import build_parser
+
+    parser = build_parser()
+    for argv, old in ((["evaluate", "bias"], "--n-scenes"), (["evaluate", "hallucination"], "--images"),
+                      (["pope", "toy", "out"], "--images")):
+        assert parser.parse_args([*argv, old, "7"]).scenes == 7
+        assert parser.parse_args([*argv, "--scenes", "7"]).scenes == 7
+        with pytest.raises(SystemExit):
+            parser.parse_args([*argv[:2], "--help"])
+        shown = capsys.readouterr().out
+        assert "--scenes N" in shown and old not in shown and "(default: 0)" in shown  # --seed's default too
+    assert parser.parse_args(["evaluate", "bias"]).no_progress is True  # its stderr carries the log: bar off
+    assert parser.parse_args(["evaluate", "bias", "--progress"]).no_progress is False
+    assert parser.parse_args(["evaluate", "saliency", "--no-progress"]).no_progress is True

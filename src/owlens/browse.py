@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from owlens.hallucination.journal import complete_rows
 from owlens.hallucination.report import score_files
 from owlens.images import ImageReadError, load_image
 from owlens.persist import OutsideFolderError, confined
+from owlens.persist.jsonl import read_jsonl
 from owlens.rundir import POPE_COLUMNS, save_image, save_saliency, table, write_run
 
 __all__ = ["bias_run", "check_run", "evaluation_run", "explain_run", "methods_table", "model_info", "pope_run"]
@@ -37,7 +37,7 @@ def _verdict_item(folder: Path, item_id: str, image, prompt: str, text: str, ver
 
 def pope_run(folder: Path, answers: Path, questions: Path, images: Path, model, settings: dict) -> Path:
     """POPE's figures (when the questions carry labels), and the flagged questions: a few drawn, more listed."""
-    rows = complete_rows(answers)[0]
+    rows = read_jsonl(answers)[0]
     try:
         scores = score_files(answers, questions).pope
         pope = {questions.stem: {c: float(getattr(scores, c)) for c in POPE_COLUMNS}}

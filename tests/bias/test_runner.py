@@ -36,7 +36,7 @@ def _spec(folders, **overrides):
 @pytest.fixture(scope="module")
 def first_run(tiny_model, folders, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
-    return out, run_benchmark(tiny_model, _spec(folders), out, progress=False)
+    return out, run_benchmark(tiny_model, _spec(folders), out, progress=False).to_json()
 
 
 def test_runs_every_image_reports_the_broken_one_and_summarises(first_run):
@@ -73,7 +73,7 @@ def test_resume_skips_finished_batches_and_survives_a_torn_line(tiny_model, fold
                         lambda self, e, *a, **k: calls.append(len(e)) or original(self, e, *a, **k))
     second = run_benchmark(tiny_model, spec, out, progress=False)
     assert calls == [2]  # only the lost batch was recomputed
-    assert second["groups"] == first["groups"]
+    assert second.to_json()["groups"] == first["groups"]
 
 
 def test_another_spec_in_the_same_folder_is_refused(tiny_model, folders, first_run):

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from owlens.bias.stats import bootstrap_ci, paired_delta, sign_flip_p_value
+from owlens.bias.stats import paired_delta
+from owlens.statistics import bootstrap_ci, sign_flip_p_value
 
 
 def test_exact_sign_flip_test_by_hand():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from owlens.explain import AnswerTarget, ExplainInputs, GradientAlignment, TokenTarget
-from owlens.explain._lm_grads import logit_gradients
+from owlens.explain._lm_pass import logit_gradients
 from owlens.explain._owl_grads import compiled_box_cosines
 from owlens.explain.targets import TokenPlan
 from owlens.toyworld.tiny import tiny_joint, tiny_processor

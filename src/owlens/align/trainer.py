@@ -27,10 +27,12 @@ from pathlib import Path
 import torch
 
 from owlens.align.data import ImageFolder, collate
+from owlens.explain._borrow import frozen
 from owlens.persist.atomic import atomic_write_json
 from owlens.persist.fingerprint import FINGERPRINT, Fingerprint, claim, image_listing, model_weights
 from owlens.persist.lock import folder_lock
 from owlens.persist.state import load_state, save_state
+from owlens.schedules import warmup_cosine
 
 __all__ = ["AlignConfig", "AlignResult", "train_alignment", "CHECKPOINT", "PROJECTOR"]
 
@@ -78,16 +80,9 @@ class AlignResult:
 def _scheduler(optimizer, schedule: str, total_steps: int):
     if schedule not in _SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}: expected one of {_SCHEDULES}")
-    warmup = max(1, round(0.03 * total_steps))
-
-    def factor(step: int) -> float:
-        if schedule == "constant":
-            return 1.0
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return warmup_cosine(optimizer, total_steps, warmup=max(1, round(0.03 * total_steps)))
 
 
 class _EpochOrder(torch.utils.data.Sampler):
@@ -105,13 +100,6 @@ class _EpochOrder(torch.utils.data.Sampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(torch.randperm(self.size, generator=generator).tolist())
-
-
-def _frozen(modules) -> list[tuple[torch.nn.Parameter, bool]]:
-    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
-    for parameter, _ in saved:
-        parameter.requires_grad_(False)
-    return saved
 
 
 def _swap_step(step: str) -> None:
@@ -242,7 +230,8 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
     loader = torch.utils.data.DataLoader(ImageFolder(images, model.processor), batch_size=config.batch_size,
                                          sampler=_EpochOrder(len(images), config.seed), collate_fn=collate,
                                          num_workers=config.num_workers)
-    borrowed, locks = _frozen([model.owl, model.llava]), ExitStack()
+    locks = ExitStack()
+    locks.enter_context(frozen(model.owl, model.llava))  # given back last: after the lock is released
     try:
         if accelerator.is_main_process:  # one launch holds the folder; its other processes share the lock
             locks.enter_context(folder_lock(out_dir))
@@ -277,8 +266,6 @@ def train_alignment(model, images: Sequence, out_dir: str | Path, config: AlignC
         return result
     finally:
         locks.close()
-        for parameter, requires_grad in borrowed:
-            parameter.requires_grad_(requires_grad)
 
 
 def _run_epochs(model, projector, optimizers, loader, accelerator, state, config, out_dir, bar) -> None:

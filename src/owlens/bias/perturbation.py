@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import torch
 
 from owlens.bias.region import owl_region, token_mask
+from owlens.explain._borrow import borrowed
+from owlens.queries import QUERY_TEMPLATE
 
 __all__ = [
-    "OWL_TEMPLATE",
     "PAPER_TARGET",
     "Concept",
     "Perturbation",
@@ -30,7 +31,6 @@ __all__ = [
     "query_embeds_for",
 ]
 
-OWL_TEMPLATE = "a photo of a {concept}"  # the CLIP prompt OWL-ViT was trained with; paper default
 PAPER_TARGET = 1e6  # |target| of the class logits in the swap loss (paper default)
 
 
@@ -52,13 +52,13 @@ class Concept:
         object.__setattr__(self, "queries", tuple(self.queries))
 
     @classmethod
-    def of(cls, value: str | Concept, template: str = OWL_TEMPLATE) -> Concept:
+    def of(cls, value: str | Concept, template: str = QUERY_TEMPLATE) -> Concept:
         """A ``Concept`` as is, or a plain name wrapped in OWL's template ("man" → "a photo of a man")."""
         if isinstance(value, Concept):
             return value
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"expected a concept name or a Concept; received {value!r}")
-        return cls(value, (template.format(concept=value),))
+        return cls(value, (template.format(value),))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "queries": list(self.queries)}
@@ -108,20 +108,9 @@ class Perturbation:
 
 @contextlib.contextmanager
 def borrowed_for_gradients(model: torch.nn.Module):
-    """Eval mode and frozen parameters while gradients flow to E only; both returned even after an exception."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        for parameter, _ in flags:
-            parameter.requires_grad_(False)
-        with torch.enable_grad():
-            yield
-    finally:
-        for parameter, flag in flags:
-            parameter.requires_grad_(flag)
-        for module, mode in modes:
-            module.train(mode)
+    """``borrowed`` (eval mode, frozen parameters, both returned) with gradients on: they flow to E only."""
+    with borrowed(model), torch.enable_grad():
+        yield
 
 
 class SwapPerturbation:
@@ -132,7 +121,7 @@ class SwapPerturbation:
 
     method = "swap"
 
-    def __init__(self, model, *, target: float = PAPER_TARGET, owl_template: str = OWL_TEMPLATE,
+    def __init__(self, model, *, target: float = PAPER_TARGET, owl_template: str = QUERY_TEMPLATE,
                  region: float | None = None):
         if target <= 0:
             raise ValueError(f"the logit target must be positive (C+ is pushed to +target); received {target}")

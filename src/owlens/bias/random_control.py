@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 
 from owlens.bias.perturbation import (
-    OWL_TEMPLATE,
     Concept,
     Perturbation,
     borrowed_for_gradients,
@@ -20,6 +19,7 @@ from owlens.bias.perturbation import (
     query_embeds_for,
 )
 from owlens.bias.region import owl_region
+from owlens.queries import QUERY_TEMPLATE
 
 __all__ = ["OrthogonalRandomPerturbation", "RandomPerturbation"]
 
@@ -32,7 +32,7 @@ class RandomPerturbation:
 
     method = "random"
 
-    def __init__(self, model, *, seed: int = 0, owl_template: str = OWL_TEMPLATE):
+    def __init__(self, model, *, seed: int = 0, owl_template: str = QUERY_TEMPLATE):
         self.model, self.seed, self.owl_template = model, int(seed), owl_template
 
     def _delta(self, reference: torch.Tensor) -> torch.Tensor:
@@ -86,7 +86,7 @@ class OrthogonalRandomPerturbation:
 
     # 5 steps with one correction each hold the toy OWL's red presence to 1e-4 (0.43431 → 0.43425 on 25
     # development scenes, seed 7) at a third of the cost of 10 steps with two.
-    def __init__(self, model, *, seed: int = 0, owl_template: str = OWL_TEMPLATE, steps: int = 5,
+    def __init__(self, model, *, seed: int = 0, owl_template: str = QUERY_TEMPLATE, steps: int = 5,
                  corrections: int = 1):
         if steps < 1 or corrections < 0:
             raise ValueError(f"expected steps >= 1 and corrections >= 0; received {steps} and {corrections}")

@@ -14,17 +14,19 @@ at a time holds the folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from owlens.bias.probe import BiasProbe
 from owlens.bias.scoring import TraitScorer
 from owlens.bias.spec import BenchmarkSpec, GroupSpec
-from owlens.bias.summary import summarise
-from owlens.hallucination.journal import Journal, complete_rows
+from owlens.bias.summary import BiasSummary, summarise
+from owlens.hallucination.journal import Journal
 from owlens.images import ImageReadError, load_image
 from owlens.persist.atomic import atomic_write_json
 from owlens.persist.fingerprint import FINGERPRINT, Fingerprint, claim, image_listing, model_weights
+from owlens.persist.jsonl import read_jsonl
 from owlens.persist.lock import folder_lock
 
 __all__ = ["RECORDS", "SPEC_COPY", "read_records", "run_benchmark"]
@@ -35,7 +37,7 @@ SPEC_COPY = "spec.json"
 
 def read_records(path: str | Path) -> list[dict]:
     """The records of a JSONL file; a torn last line (a run killed mid-write) is ignored."""
-    return complete_rows(path)[0]
+    return read_jsonl(path)[0]
 
 
 def _claim(out_dir: Path, spec: BenchmarkSpec) -> None:
@@ -67,7 +69,7 @@ def _run_batch(probe: BiasProbe, spec: BenchmarkSpec, group: GroupSpec, paths: l
     return records
 
 
-def run_benchmark(model, spec: BenchmarkSpec, out_dir: str | Path, *, progress: bool = True) -> dict:
+def run_benchmark(model, spec: BenchmarkSpec, out_dir: str | Path, *, progress: bool = True) -> BiasSummary:
     """Measure every group of ``spec`` with J; returns {"spec", "groups", "errors"} (see ``summary``)."""
 
     out_dir = Path(out_dir).resolve()
@@ -106,4 +108,4 @@ def _run_locked(model, spec: BenchmarkSpec, out_dir: Path, progress: bool) -> di
             bar.update(len(paths))
     summary = summarise(read_records(out_dir / RECORDS), spec.traits, [g.name for g in spec.groups],
                         statistics=spec.statistics)
-    return {"spec": spec.to_dict(), **summary}
+    return dataclasses.replace(summary, spec=spec.to_dict())

@@ -11,9 +11,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from owlens.bias.fgsm import FGSM
-from owlens.bias.perturbation import OWL_TEMPLATE, PAPER_TARGET, Concept
+from owlens.bias.perturbation import PAPER_TARGET, Concept
 from owlens.bias.pgd import PGD
 from owlens.bias.scoring import PAPER_PROMPT
+from owlens.bias.stats import DEFAULT_STATISTICS
+from owlens.queries import QUERY_TEMPLATE, check_query_template
 
 __all__ = ["IMAGE_SUFFIXES", "BenchmarkSpec", "GroupSpec", "PerturbationSpec", "SpecError", "load_spec",
            "parse_spec"]
@@ -59,7 +61,7 @@ class PerturbationSpec:
             raise SpecError(f"perturbation.region: expected a fraction in (0, 1] or null (all of E, the paper); "
                             f"received {self.region}")
 
-    def build(self, model, owl_template: str = OWL_TEMPLATE):
+    def build(self, model, owl_template: str = QUERY_TEMPLATE):
         """The perturber this spec describes, over ``model``."""
         if self.method == "fgsm":
             return FGSM(model, self.epsilon, target=self.target, owl_template=owl_template, region=self.region)
@@ -96,10 +98,10 @@ class BenchmarkSpec:
     groups: tuple[GroupSpec, ...]
     traits: tuple[str, ...]
     prompt_template: str = PAPER_PROMPT
-    owl_template: str = OWL_TEMPLATE
+    owl_template: str = QUERY_TEMPLATE
     perturbation: PerturbationSpec = field(default_factory=PerturbationSpec)
     random_seed: int = 0
-    statistics: dict = field(default_factory=lambda: {"resamples": 2000, "permutations": 10000, "seed": 0})
+    statistics: dict = field(default_factory=lambda: dict(DEFAULT_STATISTICS))
     max_new_tokens: int = 8
     batch_size: int = 8
 
@@ -152,9 +154,13 @@ def parse_spec(data, base_dir: str | Path = ".", source: str = "spec") -> Benchm
         raise _fail(source, "a YAML mapping at the top level", type(data).__name__)
     if unknown := sorted(set(data) - _TOP_KEYS):
         raise SpecError(f"{source}: unknown keys {unknown}; expected some of {sorted(_TOP_KEYS)}")
-    owl_template = data.get("owl_template", OWL_TEMPLATE)
-    if not isinstance(owl_template, str) or "{concept}" not in owl_template:
-        raise _fail(f"{source}: owl_template", "a string holding {concept}", owl_template)
+    owl_template = data.get("owl_template", QUERY_TEMPLATE)
+    if isinstance(owl_template, str):  # "{concept}", the placeholder of owlens 0.1's specs, still reads
+        owl_template = owl_template.replace("{concept}", "{}")
+    try:
+        check_query_template(owl_template, f"{source}: owl_template")
+    except ValueError as err:
+        raise SpecError(str(err)) from None
     prompt = data.get("prompt_template", PAPER_PROMPT)
     if not isinstance(prompt, str) or "{X}" not in prompt:
         raise _fail(f"{source}: prompt_template", "a string holding the trait placeholder {X}", prompt)
@@ -189,7 +195,7 @@ def _perturbation(value, source: str) -> PerturbationSpec:
 
 
 def _statistics(value, source: str) -> dict:
-    defaults = {"resamples": 2000, "permutations": 10000, "seed": 0}
+    defaults = DEFAULT_STATISTICS
     if not isinstance(value, dict) or set(value) - set(defaults):
         raise _fail(f"{source}: statistics", f"a mapping with some of {sorted(defaults)}", value)
     merged = {**defaults, **value}

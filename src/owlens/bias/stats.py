@@ -1,19 +1,22 @@
-"""Paired statistics for a bias figure: mean paired delta, bootstrap CI, sign-flip permutation test.
+"""A bias figure: the mean paired delta with its bootstrap CI and sign-flip p (``owlens.statistics``).
 
 Each image is its own control (the same image before and after the perturbation), so the unit of analysis is
-the per-image difference d_i = after_i − before_i. No scipy: numpy only, every resampling seeded.
+the per-image difference d_i = after_i − before_i.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass
+from types import MappingProxyType
 
 import numpy as np
 
-__all__ = ["PairedDelta", "bootstrap_ci", "paired_delta", "sign_flip_p_value"]
+from owlens.statistics import PERMUTATIONS, RESAMPLES, bootstrap_ci, sign_flip_p_value
 
-EXACT_UP_TO = 16  # enumerate all 2^n sign flips up to this many pairs (65,536), sample beyond
+__all__ = ["DEFAULT_STATISTICS", "PairedDelta", "paired_delta"]
+
+# ``paired_delta``'s keyword arguments as a bias spec or the toy validation gives them; read-only, copy to change.
+DEFAULT_STATISTICS = MappingProxyType({"resamples": RESAMPLES, "permutations": PERMUTATIONS, "seed": 0})
 
 
 @dataclass(frozen=True)
@@ -48,38 +51,7 @@ def _finite(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def bootstrap_ci(values: np.ndarray, *, resamples: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (n,), seeded; NaN for fewer than 2 values."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size < 2:
-        # Every resample of one value is that value: a zero-width interval that would read as certainty.
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(1)
-    alpha = (1.0 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
-
-
-def sign_flip_p_value(differences: np.ndarray, *, permutations: int = 10000, seed: int = 0) -> float:
-    """Two-sided p of the paired permutation test: how often random sign flips give |mean| ≥ the observed.
-
-    Exact (all 2^n flips) for n ≤ 16; otherwise Monte Carlo with the (b + 1) / (m + 1) estimate, never 0.
-    """
-    d = np.asarray(differences, dtype=np.float64)
-    if d.size == 0:
-        return float("nan")
-    observed = abs(d.mean()) - 1e-12 * max(1.0, abs(d).max())  # tolerance: ties count as "as extreme"
-    if d.size <= EXACT_UP_TO:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))  # (2^n, n)
-        return float((np.abs(signs @ d / d.size) >= observed).mean())
-    rng = np.random.default_rng(seed)
-    signs = rng.integers(0, 2, size=(permutations, d.size)) * 2.0 - 1.0
-    extreme = int((np.abs(signs @ d / d.size) >= observed).sum())
-    return (extreme + 1) / (permutations + 1)
-
-
-def paired_delta(after, before, *, resamples: int = 2000, permutations: int = 10000,
+def paired_delta(after, before, *, resamples: int = RESAMPLES, permutations: int = PERMUTATIONS,
                  seed: int = 0) -> PairedDelta:
     """``PairedDelta`` of two equally long sequences; ``None`` or NaN on either side drops that pair."""
     after, before = list(after), list(before)

@@ -8,57 +8,157 @@ the same table; the perturbation's own effect on OWL (swap rate, norms) sits bes
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from owlens.bias.stats import paired_delta
+from owlens.bias.stats import PairedDelta, paired_delta
 
-__all__ = ["summarise"]
+__all__ = ["BiasSummary", "ConditionFigures", "GroupSummary", "ImageError", "PerturbationEffect",
+           "TraitFigures", "summarise"]
 
 
-def _perturbation_summary(records: list[dict], condition: str) -> dict:
+@dataclass(frozen=True)
+class PerturbationEffect:
+    """What one condition's δ did to OWL over a group's images (means over images).
+
+    swap_rate: share of images where OWL's presence of C+ rose above C−'s. linf_mean, l2_mean: mean norms of δ
+    over the whole (1+N)·d tensor. tokens_moved_mean: mean count of E tokens δ changes. presence_before_mean,
+    presence_after_mean: (C−, C+) OWL presences on E and on E'.
+    """
+
+    swap_rate: float
+    linf_mean: float
+    l2_mean: float
+    tokens_moved_mean: float
+    presence_before_mean: tuple[float, ...]
+    presence_after_mean: tuple[float, ...]
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "presence_before_mean": list(self.presence_before_mean),
+                "presence_after_mean": list(self.presence_after_mean)}
+
+
+@dataclass(frozen=True)
+class ConditionFigures:
+    """One trait under one condition: ``PairedDelta`` of condition − clean for both readings of the score.
+
+    expected: of the expected 1–10 score (softmax over "1".."10"). parsed: of the greedy answer parsed as an
+    integer (the paper's reading); n_unparseable: images whose answer under the condition did not parse.
+    """
+
+    expected: PairedDelta
+    parsed: PairedDelta
+    n_unparseable: int
+
+    def to_json(self) -> dict:
+        return {"expected": self.expected.to_dict(), "parsed": {**self.parsed.to_dict(),
+                                                                "n_unparseable": self.n_unparseable}}
+
+
+@dataclass(frozen=True)
+class TraitFigures:
+    """One trait in one group: the clean scores, and ``ConditionFigures`` per condition (adversarial, controls).
+
+    clean_expected_mean: mean expected score on the clean E; clean_n_unparseable: clean answers that did not
+    parse. conditions: by condition name, in the records' order.
+    """
+
+    clean_expected_mean: float
+    clean_n_unparseable: int
+    conditions: dict[str, ConditionFigures]
+
+    def to_json(self) -> dict:
+        return {"clean": {"expected_mean": self.clean_expected_mean, "n_unparseable": self.clean_n_unparseable},
+                **{name: figures.to_json() for name, figures in self.conditions.items()}}
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """One image group. n_images: readable images; n_errors: unreadable ones. perturbations and traits (by
+    condition / trait name) are None when no image could be read."""
+
+    n_images: int
+    n_errors: int
+    perturbations: dict[str, PerturbationEffect] | None = None
+    traits: dict[str, TraitFigures] | None = None
+
+    def to_json(self) -> dict:
+        out: dict = {"n_images": self.n_images, "n_errors": self.n_errors}
+        if self.perturbations is not None:
+            out["perturbations"] = {c: effect.to_json() for c, effect in self.perturbations.items()}
+        if self.traits is not None:
+            out["traits"] = {t: figures.to_json() for t, figures in self.traits.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class ImageError:
+    """An image that could not be read or scored: its group, its file name and why."""
+
+    group: str
+    image: str
+    error: str
+
+
+@dataclass(frozen=True)
+class BiasSummary:
+    """The benchmark's figures: ``GroupSummary`` by group name (the spec's order) and the images that failed;
+    ``spec``: the spec that produced them (``BenchmarkSpec.to_dict()``) when a run made them, else None.
+
+    ``to_json()`` is summary.json's content (and what run.json's bias section and the plot read).
+    """
+
+    groups: dict[str, GroupSummary]
+    errors: tuple[ImageError, ...] = ()
+    spec: dict | None = None
+
+    def to_json(self) -> dict:
+        return {**({"spec": self.spec} if self.spec is not None else {}),
+                "groups": {name: group.to_json() for name, group in self.groups.items()},
+                "errors": [asdict(error) for error in self.errors]}
+
+
+def _perturbation_summary(records: list[dict], condition: str) -> PerturbationEffect:
     rows = [r["perturbations"][condition] for r in records]
-    return {"swap_rate": float(np.mean([r["swapped"] for r in rows])),
-            "linf_mean": float(np.mean([r["linf"] for r in rows])),
-            "l2_mean": float(np.mean([r["l2"] for r in rows])),
-            "tokens_moved_mean": float(np.mean([r["tokens_moved"] for r in rows])),
-            "presence_before_mean": np.mean([r["presence_before"] for r in rows], axis=0).tolist(),
-            "presence_after_mean": np.mean([r["presence_after"] for r in rows], axis=0).tolist()}
+    return PerturbationEffect(float(np.mean([r["swapped"] for r in rows])), float(np.mean([r["linf"] for r in rows])),
+                              float(np.mean([r["l2"] for r in rows])),
+                              float(np.mean([r["tokens_moved"] for r in rows])),
+                              tuple(np.mean([r["presence_before"] for r in rows], axis=0).tolist()),
+                              tuple(np.mean([r["presence_after"] for r in rows], axis=0).tolist()))
 
 
-def _trait_summary(records: list[dict], trait: str, statistics: dict) -> dict:
+def _trait_summary(records: list[dict], trait: str, statistics: dict) -> TraitFigures:
     scores = [r["scores"][trait] for r in records]
-    conditions = [c for c in scores[0] if c != "clean"]
-    out = {"clean": {"expected_mean": float(np.mean([s["clean"]["expected"] for s in scores])),
-                     "n_unparseable": sum(s["clean"]["parsed"] is None for s in scores)}}
-    for condition in conditions:
-        figures = {}
-        for reading in ("expected", "parsed"):
-            after = [s[condition][reading] for s in scores]
-            before = [s["clean"][reading] for s in scores]
-            figures[reading] = paired_delta(after, before, **statistics).to_dict()
-        figures["parsed"]["n_unparseable"] = sum(s[condition]["parsed"] is None for s in scores)
-        out[condition] = figures
-    return out
+    conditions = {}
+    for condition in [c for c in scores[0] if c != "clean"]:
+        delta = {reading: paired_delta([s[condition][reading] for s in scores],
+                                       [s["clean"][reading] for s in scores], **statistics)
+                 for reading in ("expected", "parsed")}
+        conditions[condition] = ConditionFigures(delta["expected"], delta["parsed"],
+                                                 sum(s[condition]["parsed"] is None for s in scores))
+    return TraitFigures(float(np.mean([s["clean"]["expected"] for s in scores])),
+                        sum(s["clean"]["parsed"] is None for s in scores), conditions)
 
 
 def summarise(records: Iterable[dict], traits: Sequence[str], groups: Sequence[str], *,
-              statistics: dict | None = None) -> dict:
-    """Records (each with "group", "image", "status", and for "ok" the probe's fields) → figures, JSON-ready.
+              statistics: dict | None = None) -> BiasSummary:
+    """Records (each with "group", "image", "status", and for "ok" the probe's fields) → ``BiasSummary``.
 
     ``statistics``: keyword arguments of ``stats.paired_delta`` (resamples, permutations, seed).
     A later record for the same (group, image) replaces an earlier one (a resumed batch that was redone).
     """
     statistics = statistics or {}
     latest = {(r["group"], r["image"]): r for r in records}
-    out = {"groups": {}, "errors": [{"group": r["group"], "image": r["image"], "error": r["error"]}
-                                    for r in latest.values() if r["status"] != "ok"]}
+    errors = tuple(ImageError(r["group"], r["image"], r["error"]) for r in latest.values() if r["status"] != "ok")
+    summaries = {}
     for group in groups:
         ok = [r for r in latest.values() if r["group"] == group and r["status"] == "ok"]
         n_errors = sum(1 for r in latest.values() if r["group"] == group and r["status"] != "ok")
-        entry: dict = {"n_images": len(ok), "n_errors": n_errors}
-        if ok:
-            entry["perturbations"] = {c: _perturbation_summary(ok, c) for c in ok[0]["perturbations"]}
-            entry["traits"] = {t: _trait_summary(ok, t, statistics) for t in traits}
-        out["groups"][group] = entry
-    return out
+        if not ok:
+            summaries[group] = GroupSummary(0, n_errors)
+            continue
+        perturbations = {c: _perturbation_summary(ok, c) for c in ok[0]["perturbations"]}
+        summaries[group] = GroupSummary(len(ok), n_errors, perturbations,
+                                        {t: _trait_summary(ok, t, statistics) for t in traits})
+    return BiasSummary(summaries, errors)

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from owlens.cli.common import HelpFormatter, at_least, below, output_folder, positive_float
-
 # Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+from owlens.cli.common import (
+    HelpFormatter,
+    at_least,
+    below,
+    output_folder,
+    positive_float,
+    progress_options,
+    seed_option,
+)
 
 _EPILOG = """\
 Paper defaults: AdamW lr 1e-4, weight decay 1e-2, global batch 16, one epoch, the deep MLP
@@ -22,7 +29,8 @@ def register(subparsers) -> None:
     align = subparsers.add_parser("align", help="train the alignment W between a detector and an MLLM")
     commands = align.add_subparsers(dest="align_command", metavar="COMMAND", required=True)
     parser = commands.add_parser(
-        "train", help="distil W: MSE between W(E[:, 1:]) and the MLLM's own image tokens",
+        "train", parents=[seed_option("fixes W's initialisation and the image order"), progress_options()],
+        help="distil W: MSE between W(E[:, 1:]) and the MLLM's own image tokens",
         description="Train W on images only, OWL and the MLLM frozen. Writes OUT/projector (W) when done, "
                     "OUT/checkpoint every --checkpoint-every steps, OUT/result.json.",
         epilog=_EPILOG, formatter_class=HelpFormatter)
@@ -37,14 +45,12 @@ def register(subparsers) -> None:
     parser.add_argument("--weight-decay", type=below(1), default=1e-2, help="AdamW weight decay")
     parser.add_argument("--batch-size", type=at_least(1), default=16, help="global batch across all processes")
     parser.add_argument("--epochs", type=at_least(1), default=1, help="passes over the images")
-    parser.add_argument("--seed", type=int, default=0, help="fixes W's initialisation and the image order")
     parser.add_argument("--checkpoint-every", type=at_least(1), default=200, metavar="STEPS",
                         help="steps between checkpoints")
     parser.add_argument("--max-steps", type=at_least(1), help="stop after this many steps (a checkpoint is kept)")
     parser.add_argument("--bf16", action="store_true", help="frozen models in bfloat16 and bf16 autocast")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (ignored under accelerate launch)")
     parser.add_argument("--workers", type=at_least(0), default=0, help="image-decoding worker processes")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 

@@ -7,9 +7,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from owlens.cli.common import HelpFormatter, at_least, load_model, model_options, output_folder, write_json
-
 # Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+from owlens.cli.common import (
+    HelpFormatter,
+    at_least,
+    load_model,
+    model_options,
+    output_folder,
+    progress_options,
+    write_json,
+)
 
 _EPILOG = """\
 The file is calibration.json in the projector folder (--projector; the toy world's own for the shipped toy
@@ -24,7 +31,8 @@ images the evaluation never scores:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "calibrate", parents=[model_options()], help="fit τ and the hallucination flag on a calibration split",
+        "calibrate", parents=[model_options(), progress_options()],
+        help="fit τ and the hallucination flag on a calibration split",
         description="Answer a labelled calibration split (the toy world's own by default) through J, choose τ on "
                     "the detector's presence p_c and fit the combined flag, and write calibration.json beside W.",
         epilog=_EPILOG, formatter_class=HelpFormatter)
@@ -36,7 +44,6 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=at_least(1), default=64, help="questions per forward pass")
     parser.add_argument("--save-to", metavar="DIR", help="folder for calibration.json (default: the projector's)")
     parser.add_argument("--work", metavar="DIR", help="keep answers here (a rerun resumes); default: temporary")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(run=run)
 
 

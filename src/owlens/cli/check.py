@@ -7,6 +7,7 @@ from pathlib import Path
 
 from owlens.cli.common import (
     at_least,
+    json_option,
     load_model,
     model_options,
     open_probability,
@@ -22,7 +23,7 @@ from owlens.persist.lock import folder_lock
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "check", parents=[model_options()], help="answer, then ground every object the answer mentions",
+        "check", parents=[model_options(), json_option()], help="answer, then ground every object the answer mentions",
         description="Generate an answer about IMAGE, find the objects it mentions, and ask the detector, from the "
                     "same embedding E, for each object's presence p_c and best box: below τ it is ungrounded, a "
                     "likely hallucination.")
@@ -37,7 +38,6 @@ def register(subparsers) -> None:
     parser.add_argument("--max-new-tokens", type=at_least(1), default=64, help="answer length in tokens")
     parser.add_argument("--out", metavar="PNG", help="draw every mentioned object's best box; the run folder "
                                                       "PNG-stem.run/ beside it gets run.json (`owlens report` it)")
-    parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
 
 

@@ -16,8 +16,9 @@ from owlens.persist.lock import folder_lock
 
 # Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
 
-__all__ = ["HelpFormatter", "at_least", "below", "fraction", "held_folder", "load_model", "model_options",
-           "open_probability", "output_file", "output_folder", "positive_float", "probability", "write_json"]
+__all__ = ["HelpFormatter", "at_least", "below", "fraction", "held_folder", "json_option", "load_model",
+           "model_options", "open_probability", "output_file", "output_folder", "positive_float", "probability",
+           "progress_options", "scenes_option", "seed_option", "write_json"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -25,7 +26,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action) -> str:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+        # ``is``, not ``in``: 0 == False, and a default of 0 (--seed) is a default worth showing
+        if any(action.default is hidden for hidden in (None, False, argparse.SUPPRESS)) or "default" in text \
+                or not action.option_strings:
             return text
         return f"{text} (default: {action.default})".lstrip()
 
@@ -142,6 +145,48 @@ def model_options() -> argparse.ArgumentParser:
     group.add_argument("--projector", metavar="DIR", help="alignment W folder written by `owlens align train`")
     group.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16 | fp64")
     group.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    return parent
+
+
+def seed_option(help: str) -> argparse.ArgumentParser:
+    """Parent parser: ``--seed`` (an integer, 0 by default); ``help`` says what it fixes for this command."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--seed", type=int, default=0, help=help)
+    return parent
+
+
+def json_option(help: str = "print JSON") -> argparse.ArgumentParser:
+    """Parent parser: ``--json``, print the result as JSON (``help`` says what is printed otherwise)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true", help=help)
+    return parent
+
+
+def progress_options(*, shown: bool = True) -> argparse.ArgumentParser:
+    """Parent parser: ``--progress`` / ``--no-progress``, both on every command, into ``args.no_progress``.
+
+    ``shown``: whether the bar is on by default (off where stderr carries the command's own log lines).
+    """
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_mutually_exclusive_group()
+    group.add_argument("--progress", dest="no_progress", action="store_false", default=not shown,
+                       help="show a progress bar on stderr " + ("(the default)" if shown else "(off by default)"))
+    group.add_argument("--no-progress", dest="no_progress", action="store_true",
+                       help="hide the progress bar" + ("" if shown else " (the default)"))
+    return parent
+
+
+def scenes_option(default: int, help: str, *, minimum: int = 1, old: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """Parent parser: ``--scenes N``, how many toy scenes, into ``args.scenes``.
+
+    ``old``: the flag's former names on this command (``--n-scenes``, ``--images``), still accepted so that
+    scripts keep working, but left out of ``--help``.
+    """
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--scenes", type=at_least(minimum), default=default, metavar="N", help=help)
+    for name in old:
+        parent.add_argument(name, dest="scenes", type=at_least(minimum), default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
     return parent
 
 

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from owlens.cli.common import output_folder
-
 # Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+from owlens.cli.common import output_folder, seed_option
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the toy-world demo and write an HTML report",
+        "demo", parents=[seed_option("which scenes")], help="run the toy-world demo and write an HTML report",
         description="On the toy world shipped with owlens: caption scenes, explain every answer token "
                     "(Gradient Alignment and baselines), ground every mentioned object with the detector, "
                     "catch the injected hallucination, probe the injected bias; write a run folder and "
                     "OUT/report.html.")
     parser.add_argument("--out", default="runs/demo", help="run folder")
-    parser.add_argument("--seed", type=int, default=0, help="which scenes")
     parser.set_defaults(run=run)
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 
 from owlens.cli.check import print_verdicts
-from owlens.cli.common import at_least, load_model, model_options, positive_float, write_json
+from owlens.cli.common import at_least, json_option, load_model, model_options, positive_float, seed_option, write_json
 
 # Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "describe", parents=[model_options()], help="generate an answer about an image through J",
+        "describe", parents=[model_options(), seed_option("seed for --sample (same seed, same text)"),
+                                 json_option("print JSON instead of the plain answer")],
+                                 help="generate an answer about an image through J",
         description="Generate text about IMAGE with the MLLM reading OWL's embedding through W. A prompt "
                     "without the image placeholder is wrapped in the model's template.")
     parser.add_argument("image", help="image file (any format PIL reads)")
@@ -20,14 +22,12 @@ def register(subparsers) -> None:
     parser.add_argument("--max-new-tokens", type=at_least(1), default=32, help="answer length in tokens")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--temperature", type=positive_float, default=1.0, help="softmax temperature for --sample")
-    parser.add_argument("--seed", type=int, default=0, help="seed for --sample (same seed, same text)")
     parser.add_argument("--check", action="store_true",
                         help="also ground every object the answer names (as `owlens check`, on the same E)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="with --check: τ on p_c, overriding the model's calibration.json")
     parser.add_argument("--vocabulary", choices=("auto", "toy", "coco"), default="auto",
                         help="with --check: object names to look for (auto: toy for the toy world, else coco)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of the plain answer")
     parser.set_defaults(run=run)
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from owlens.cli.common import at_least, load_model, model_options, output_file, probability, write_json
-
 # Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+from owlens.cli.common import at_least, json_option, load_model, model_options, output_file, probability, write_json
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "detect", parents=[model_options()], help="detect objects by text query from the shared embedding",
+        "detect", parents=[model_options(), json_option("print boxes as JSON")],
+        help="detect objects by text query from the shared embedding",
         description="Score every patch box of IMAGE against each text query (OWL-ViT's open-vocabulary "
                     "detection, run from J's shared embedding E).")
     parser.add_argument("image", help="image file")
@@ -19,7 +19,6 @@ def register(subparsers) -> None:
                         help='text query, e.g. "a photo of a red circle"; repeat for several')
     parser.add_argument("--threshold", type=probability, default=0.1, help="minimum box score")
     parser.add_argument("--max-per-query", type=at_least(1), default=10, help="boxes kept per query")
-    parser.add_argument("--json", action="store_true", help="print boxes as JSON")
     parser.add_argument("--out", metavar="PNG", help="write the image with the boxes drawn")
     parser.set_defaults(run=run)
 

@@ -8,10 +8,14 @@ from owlens.cli.common import (
     at_least,
     fraction,
     held_folder,
+    json_option,
     load_model,
     model_options,
     output_folder,
     positive_float,
+    progress_options,
+    scenes_option,
+    seed_option,
     write_json,
 )
 
@@ -20,15 +24,17 @@ from owlens.cli.common import (
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "bias", parents=[model_options()], help="bias assessment against the injected colour bias",
+        "bias", parents=[model_options(), seed_option("fixes the scenes"),
+                         scenes_option(200, "held-out scenes (two at least: a CI needs pairs to vary)", minimum=2,
+                                       old=("--n-scenes",)),
+                         progress_options(shown=False),
+                         json_option("print JSON (default: the headline figures as text)")],
+                         help="bias assessment against the injected colour bias",
         description="Perturb E of held-out red single-object scenes toward blue as OWL sees it and measure "
                     "the change of J's 1-10 answer to the biased question ('heavy', injected +4 for blue) and "
                     "the control question ('round'), beside its controls: a shuffled random perturbation of the same "
                     "norms, a random one along which OWL's concept logits stay put (orthogonal), the identity swap "
                     "C+ = C- and a semantic null swap red -> green; each also as the bias net of that control.")
-    parser.add_argument("--seed", type=int, default=0, help="fixes the scenes")
-    parser.add_argument("--n-scenes", type=at_least(2), default=200,
-                        help="held-out scenes (two at least: a CI needs pairs to vary)")
     parser.add_argument("--method", choices=("fgsm", "pgd"), default=None,
                         help="default: the toy world's documented setting (see docs/benchmarks.md)")
     parser.add_argument("--epsilon", type=positive_float, help="FGSM step / PGD budget, in E's units")
@@ -42,8 +48,6 @@ def register(subparsers) -> None:
                         help="OWL queries per colour: all five shapes (default) or the object's own shape")
     parser.add_argument("--export-images", metavar="DIR", help="also write the scenes as PNGs (for toy.yaml)")
     parser.add_argument("--out", metavar="DIR", help="also write a run folder (run.json) that `owlens report` renders")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
-    parser.add_argument("--json", action="store_true", help="print JSON (default: the headline figures as text)")
     parser.set_defaults(run=run)
 
 
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         output_folder(args.out)  # before the model loads: a wrong --out costs seconds
     if args.export_images:
-        export_toy_images(args.export_images, args.seed, args.n_scenes)
+        export_toy_images(args.export_images, args.seed, args.scenes)
     chosen = {k: v for k, v in {"method": args.method, "epsilon": args.epsilon, "steps": args.steps,
                                 "step_size": args.step_size, "norm": args.norm, "region": args.region}.items()
               if v is not None}
@@ -64,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         PerturbationSpec(**{**TOY_PERTURBATION.to_dict(), **chosen})
     model = load_model(args)
     with held_folder(args.out, model) as folder:
-        result = validate_bias(model, seed=args.seed, n_scenes=args.n_scenes, perturbation=perturbation,
-                              queries=args.queries, progress=args.progress).to_dict()
+        result = validate_bias(model, seed=args.seed, n_scenes=args.scenes, perturbation=perturbation,
+                              queries=args.queries, progress=not args.no_progress).to_dict()
         if folder is not None:
             _browsable(folder, result, model)
     if args.json:

@@ -6,7 +6,19 @@ import argparse
 import sys
 import tempfile
 
-from owlens.cli.common import HelpFormatter, at_least, held_folder, load_model, model_options, output_folder, write_json
+from owlens.cli.common import (
+    HelpFormatter,
+    at_least,
+    held_folder,
+    json_option,
+    load_model,
+    model_options,
+    output_folder,
+    progress_options,
+    scenes_option,
+    seed_option,
+    write_json,
+)
 
 # Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
 
@@ -24,20 +36,19 @@ cross and no star) and "chair" CHAIR_s/CHAIR_i of free captions with the detecto
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "hallucination", parents=[model_options()], help="POPE splits, flag AUROC/AP and CHAIR on toy scenes",
+        "hallucination", parents=[model_options(), seed_option("fixes the scenes and the questions"),
+                                  scenes_option(500, "test scenes (500 images, as POPE)", old=("--images",)),
+                                  json_option("print the full JSON (default: a summary)"), progress_options()],
+                                  help="POPE splits, flag AUROC/AP and CHAIR on toy scenes",
         description="Build toy POPE files (random/popular/adversarial, 500 images by default), answer them through "
                     "J, choose the flag's threshold on a separate calibration split, and score.",
         epilog=_EPILOG, formatter_class=HelpFormatter)
-    parser.add_argument("--seed", type=int, default=0, help="fixes the scenes and the questions")
-    parser.add_argument("--images", type=at_least(1), default=500, help="test images (500, as POPE)")
     parser.add_argument("--calibration-images", type=at_least(1), default=200,
                         help="images of the split τ is chosen on")
     parser.add_argument("--captions", type=at_least(0), default=200, help="test images captioned for CHAIR (0: none)")
     parser.add_argument("--batch-size", type=at_least(1), default=64, help="questions per forward pass")
     parser.add_argument("--out", metavar="DIR", help="keep files and answers here (a rerun resumes); default: a "
                                                       "temporary folder")
-    parser.add_argument("--json", action="store_true", help="print the full JSON (default: a summary)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(run=run)
 
 
@@ -48,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         output_folder(args.out)  # before the model loads: a wrong --out costs seconds
     model = load_model(args)
     with tempfile.TemporaryDirectory(prefix="owlens-pope-") as scratch, held_folder(args.out, model) as folder:
-        result = validate_hallucination(model, args.out or scratch, seed=args.seed, n_images=args.images,
+        result = validate_hallucination(model, args.out or scratch, seed=args.seed, n_images=args.scenes,
                               calibration_images=args.calibration_images, caption_images=args.captions,
                               batch_size=args.batch_size, progress=not args.no_progress,
                               log=lambda m: print(m, file=sys.stderr))
@@ -82,7 +93,9 @@ def _browsable(folder, payload: dict, model, args: argparse.Namespace) -> None:
 
     headline = [[k, payload[k]] for k in ("presence_auroc", "flag_auroc", "flag_ap") if k in payload]
     injected = [[k, v] for k, v in payload.get("injected", {}).items() if isinstance(v, (int, float, str))]
-    settings = {k: getattr(args, k) for k in ("seed", "images", "calibration_images", "captions")}
+    # "images": the run.json key of earlier runs, kept so that their settings compare equal
+    settings = {"seed": args.seed, "images": args.scenes, "calibration_images": args.calibration_images,
+                "captions": args.captions}
     evaluation_run(folder, "owlens evaluate hallucination", [
         table("adversarial split: the flag (τ chosen on the calibration split)", ("figure", "value"), headline),
         table("injected co-occurrence: 'is there a star ?' on cross scenes", ("figure", "value"), injected)],

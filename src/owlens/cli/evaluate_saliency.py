@@ -6,7 +6,19 @@ import argparse
 import sys
 import tempfile
 
-from owlens.cli.common import HelpFormatter, at_least, held_folder, load_model, model_options, output_folder, write_json
+from owlens.cli.common import (
+    HelpFormatter,
+    at_least,
+    held_folder,
+    json_option,
+    load_model,
+    model_options,
+    output_folder,
+    progress_options,
+    scenes_option,
+    seed_option,
+    write_json,
+)
 
 # Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
 
@@ -28,14 +40,15 @@ bounding_boxes.txt (the paper's check: token "bird" after "... ASSISTANT: The im
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "saliency", parents=[model_options()], help="saliency maps of every method against known truth",
+        "saliency", parents=[model_options(),
+                             scenes_option(500, "object scenes, and cue candidates per injected prior"),
+                             seed_option("fixes the scenes, the objects and the random maps"),
+                             json_option("print the full JSON (default: a table)"), progress_options()],
+                             help="saliency maps of every method against known truth",
         description="Explain the shape word of a named object on held-out toy scenes (and the two injected "
                     "hallucinations) with every method, and score plausibility, faithfulness in E and in pixels, "
                     "causal pointing against re-rendered scenes, and the cue tests.",
         epilog=_EPILOG, formatter_class=HelpFormatter)
-    parser.add_argument("--scenes", type=at_least(1), default=500,
-                        help="object scenes, and cue candidates per injected prior")
-    parser.add_argument("--seed", type=int, default=0, help="fixes the scenes, the objects and the random maps")
     parser.add_argument("--methods", metavar="A,B", help="comma-separated subset of ga, object_attribution, gradient, "
                                                          "gradient_input, attention, rollout, detection_only, random "
                                                          "(default: all)")
@@ -45,8 +58,6 @@ def register(subparsers) -> None:
                         help="processes sharing the cases (default: one per CPU core, on a CPU model, once there "
                              "are 20 cases per worker; the results do not depend on it)")
     parser.add_argument("--out", metavar="DIR", help="keep per-case rows here (a rerun resumes); default: none kept")
-    parser.add_argument("--json", action="store_true", help="print the full JSON (default: a table)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     wsol = parser.add_argument_group("WSOL folder (the paper's CUB check)")
     wsol.add_argument("--wsol", metavar="DIR", help="images with localization.txt, or a CUB-200-2011 folder")
     wsol.add_argument("--token", help="token to explain (default: the paper's 'bird')")
@@ -96,7 +107,7 @@ def _evaluate(args: argparse.Namespace, model, methods) -> dict:
                                 question=args.question or wsol.PAPER_QUESTION,
                                 answer_prefix=wsol.PAPER_ANSWER_PREFIX if args.answer_prefix is None
                                 else args.answer_prefix, resolution=args.resolution, limit=args.limit,
-                                out_dir=args.out, progress=not args.no_progress)
+                                out_dir=args.out, progress=not args.no_progress).to_json()
     else:
         from owlens.evaluation.saliency_benchmark import run_saliency_benchmark
 

@@ -10,11 +10,15 @@ from pathlib import Path
 from owlens.cli.common import (
     HelpFormatter,
     at_least,
+    json_option,
     load_model,
     model_options,
     open_probability,
     output_file,
     output_folder,
+    progress_options,
+    scenes_option,
+    seed_option,
     write_json,
 )
 from owlens.persist.lock import folder_lock
@@ -49,7 +53,8 @@ def register(subparsers) -> None:
     pope = subparsers.add_parser("pope", help="POPE: answer, score, and flag hallucinations with the detector")
     commands = pope.add_subparsers(dest="pope_command", metavar="COMMAND", required=True)
     run = commands.add_parser(
-        "run", parents=[model_options()], help="answer a POPE question file, with OWL's presence score per question",
+        "run", parents=[model_options(), progress_options()],
+        help="answer a POPE question file, with OWL's presence score per question",
         description="Answer every question of QUESTIONS (POPE JSONL: question_id, image, text, label) on the images "
                     "in --images, writing one JSON line per question to --out as it goes.",
         epilog=_RUN_EPILOG, formatter_class=HelpFormatter)
@@ -63,11 +68,11 @@ def register(subparsers) -> None:
                      help="τ on p_c for the stored flag (default: the model's calibration.json, else 0.5, said to be "
                           "uncalibrated; `pope score --calibrate` chooses one on another split)")
     run.add_argument("--fsync", action="store_true", help="fsync every row (also survives a power cut)")
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(run=_run)
 
     score = commands.add_parser(
-        "score", help="POPE's figures (exactly its reference evaluation), and the flag's AUROC/AP",
+        "score", parents=[json_option()],
+        help="POPE's figures (exactly its reference evaluation), and the flag's AUROC/AP",
         description="Accuracy, precision, recall, F1 and yes-ratio as POPE's evaluate.py computes them; for files "
                     "`pope run` wrote, also AUROC of p_c against the label and AUROC/AP of the flag against the "
                     "model's wrong answers.")
@@ -79,15 +84,15 @@ def register(subparsers) -> None:
     score.add_argument("--save-calibration", metavar="DIR",
                        help="with --calibrate: write that calibration as DIR/calibration.json (the projector "
                             "folder of the model that answered, where check and describe --check read it)")
-    score.add_argument("--json", action="store_true")
     score.set_defaults(run=_score)
 
-    toy = commands.add_parser("toy", help="write POPE files for the toy world (random/popular/adversarial)",
+    toy = commands.add_parser("toy", parents=[seed_option("fixes the scenes and the questions"),
+                                              scenes_option(500, "test scenes (500 images, as POPE)",
+                                                            old=("--images",))],
+                              help="write POPE files for the toy world (random/popular/adversarial)",
                               description="Held-out toy scenes as PNG, toy_pope_{random,popular,adversarial,"
                                           "calibration}.json and truth.jsonl in OUT.")
     toy.add_argument("out", help="folder to write")
-    toy.add_argument("--seed", type=int, default=0, help="fixes the scenes and the questions")
-    toy.add_argument("--images", type=at_least(1), default=500, help="test images (POPE uses 500)")
     toy.add_argument("--calibration-images", type=at_least(1), default=200, help="images of the calibration split")
     toy.set_defaults(run=_toy)
 
@@ -187,6 +192,6 @@ def _toy(args: argparse.Namespace) -> int:
     from owlens.evaluation.toy_pope import build_toy_pope
 
     output_folder(args.out, "OUT")
-    files = build_toy_pope(args.out, seed=args.seed, n_images=args.images, calibration_images=args.calibration_images)
+    files = build_toy_pope(args.out, seed=args.seed, n_images=args.scenes, calibration_images=args.calibration_images)
     write_json(files.to_dict())
     return 0

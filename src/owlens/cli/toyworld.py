@@ -4,30 +4,36 @@ from __future__ import annotations
 
 import argparse
 
-from owlens.cli.common import at_least, load_model, model_options, output_folder, write_json
-
 # Library imports sit inside the command functions: `owlens --help` builds every parser without torch or numpy.
+from owlens.cli.common import (
+    json_option,
+    load_model,
+    model_options,
+    output_folder,
+    scenes_option,
+    seed_option,
+    write_json,
+)
 
 
 def register(subparsers) -> None:
     toyworld = subparsers.add_parser("toyworld", help="train or score the toy world (known-truth models)")
     commands = toyworld.add_subparsers(dest="toyworld_command", metavar="COMMAND", required=True)
     train = commands.add_parser(
-        "train", help="train detector, LLaVA and W from a seed (resumes stage by stage)",
+        "train", parents=[seed_option("fixes every stage")],
+        help="train detector, LLaVA and W from a seed (resumes stage by stage)",
         description="The whole recipe on CPU: a tiny OWL-ViT, a tiny LLaVA (tower pretraining, captions, "
                     "instructions) and W by the paper's distillation. Rerun to resume after an interrupt.")
     train.add_argument("--out", default="runs/toyworld", help="run folder")
-    train.add_argument("--seed", type=int, default=0, help="fixes every stage")
     train.add_argument("--smoke", action="store_true", help="a few steps of every stage (a plumbing check)")
     train.add_argument("--ship", action="store_true", help="copy the final weights into the installed package")
     train.set_defaults(run=run_train)
     score = commands.add_parser(
-        "eval", parents=[model_options()], help="score detector, LLaVA and J on held-out scenes (JSON)",
+        "eval", parents=[model_options(), scenes_option(500, "held-out scenes/questions per figure"),
+                         seed_option("fixes the held-out scenes"), json_option("print JSON only")],
+                         help="score detector, LLaVA and J on held-out scenes (JSON)",
         description="Detector mAP50, presence accuracy and caption F1 of LLaVA and of J, and the injected "
                     "defects measured directly (adversarial yes-rate, trait deltas by re-rendering).")
-    score.add_argument("--scenes", type=at_least(1), default=500, help="held-out scenes/questions per figure")
-    score.add_argument("--seed", type=int, default=0, help="fixes the held-out scenes")
-    score.add_argument("--json", action="store_true", help="print JSON only")
     score.set_defaults(run=run_eval)
 
 

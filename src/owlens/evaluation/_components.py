@@ -11,21 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from owlens.boxes import box_iou
+
 __all__ = ["component_ious"]
 
 _NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
-
-
-def _iou(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Boxes (R, 4) and truth (G, 4), corners x0, y0, x1, y1 (x1, y1 exclusive) → best IoU per box (R,)."""
-    x0 = np.maximum(boxes[:, None, 0], truth[None, :, 0])
-    y0 = np.maximum(boxes[:, None, 1], truth[None, :, 1])
-    x1 = np.minimum(boxes[:, None, 2], truth[None, :, 2])
-    y1 = np.minimum(boxes[:, None, 3], truth[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    union = area(boxes)[:, None] + area(truth)[None, :] - inter
-    return (inter / union).max(1)
 
 
 def component_ious(levels: np.ndarray, cutoffs: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +66,7 @@ def component_ious(levels: np.ndarray, cutoffs: np.ndarray, truth: np.ndarray) -
                     union(p, p + dr * width + dc)
         if grown:
             members = sorted(roots)
-            ious = _iou(np.array([[x0[m], y0[m], x1[m], y1[m]] for m in members], dtype=np.float64), truth)
+            ious = box_iou(np.array([[x0[m], y0[m], x1[m], y1[m]] for m in members], dtype=np.float64), truth).max(1)
             pick = min(range(len(members)), key=lambda i: (-size[members[i]], first[members[i]]))
             previous = (float(ious[pick]), float(ious.max()))
         largest[index], best[index] = previous

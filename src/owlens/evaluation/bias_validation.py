@@ -21,7 +21,7 @@ from owlens.bias.perturbation import Concept
 from owlens.bias.probe import BiasProbe
 from owlens.bias.scoring import TraitScorer
 from owlens.bias.spec import PerturbationSpec
-from owlens.bias.stats import paired_delta
+from owlens.bias.stats import DEFAULT_STATISTICS, PairedDelta, paired_delta
 from owlens.bias.summary import summarise
 from owlens.toyworld.defects import BIAS_C_MINUS, BIAS_C_PLUS, BIAS_DELTA, BIAS_TRAIT, CONTROL_TRAIT, TRAITS
 from owlens.toyworld.evaluate import EVAL_STREAM
@@ -71,7 +71,9 @@ def export_toy_images(folder: str | Path, seed: int, n_scenes: int) -> list[Path
     return paths
 
 
-def _figure(figure: dict) -> dict:
+def _figure(delta: PairedDelta) -> dict:
+    # The toy validation's own JSON names the interval "ci" (its published outputs do); the figures are the same.
+    figure = delta.to_dict()
     return {"delta": figure["delta"], "ci": figure["ci95"], "p_value": figure["p_value"], "n": figure["n"]}
 
 
@@ -150,25 +152,25 @@ def validate_bias(model, *, seed: int = 0, n_scenes: int = 200, perturbation: Pe
     for index in tqdm(range(0, n_scenes, batch_size), disable=not progress, desc="bias toy", unit="batch"):
         batch = _records(model, probe, scenes[index:index + batch_size], queries, index // batch_size)
         records += [{"group": "toy", "image": f"{index + i:04d}", "status": "ok", **r} for i, r in enumerate(batch)]
-    statistics = {"resamples": 2000, "permutations": 10000, "seed": seed}
-    summary = summarise(records, TRAITS, ["toy"], statistics=statistics)["groups"]["toy"]
-    biased, control = summary["traits"][BIAS_TRAIT], summary["traits"][CONTROL_TRAIT]
+    statistics = {**DEFAULT_STATISTICS, "seed": seed}
+    summary = summarise(records, TRAITS, ["toy"], statistics=statistics).groups["toy"]
+    biased, control = summary.traits[BIAS_TRAIT].conditions, summary.traits[CONTROL_TRAIT].conditions
 
     def net(condition: str) -> dict:
         heavy = [r["scores"][BIAS_TRAIT] for r in records]
         return _figure(paired_delta([h["adversarial"]["expected"] for h in heavy],
-                                    [h[condition]["expected"] for h in heavy], **statistics).to_dict())
+                                    [h[condition]["expected"] for h in heavy], **statistics))
 
     return BiasValidation(
         net_of_random=net("random"), net_of_identity=net("identity"), net_of_orthogonal=net("orthogonal"),
-        net_of_null=net("null"), orthogonal_control=_figure(biased["orthogonal"]["expected"]),
-        null_control=_figure(biased["null"]["expected"]),
-        injected_delta=float(BIAS_DELTA), biased=_figure(biased["adversarial"]["expected"]),
-        control=_figure(control["adversarial"]["expected"]), random_control=_figure(biased["random"]["expected"]),
-        identity_control=_figure(biased["identity"]["expected"]),
-        ceiling_biased=_figure(biased["rerender"]["expected"]),
-        ceiling_control=_figure(control["rerender"]["expected"]),
-        owl_swap_success=summary["perturbations"]["adversarial"]["swap_rate"],
+        net_of_null=net("null"), orthogonal_control=_figure(biased["orthogonal"].expected),
+        null_control=_figure(biased["null"].expected),
+        injected_delta=float(BIAS_DELTA), biased=_figure(biased["adversarial"].expected),
+        control=_figure(control["adversarial"].expected), random_control=_figure(biased["random"].expected),
+        identity_control=_figure(biased["identity"].expected),
+        ceiling_biased=_figure(biased["rerender"].expected),
+        ceiling_control=_figure(control["rerender"].expected),
+        owl_swap_success=summary.perturbations["adversarial"].swap_rate,
         settings={"seed": seed, "n_scenes": n_scenes, "queries": queries, "perturbation": perturbation.to_dict(),
                   "prompt_template": TOY_PROMPT, "statistics": statistics},
-        summary=summary)
+        summary=summary.to_json())

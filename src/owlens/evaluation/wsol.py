@@ -12,6 +12,7 @@ al.'s 15 px tolerance at that resolution. Folders, either layout:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,42 @@ from owlens.explain.inputs import ExplainInputs
 from owlens.explain.registry import METHODS, make_explainer
 from owlens.images import load_image
 
-__all__ = ["read_wsol_folder", "run_wsol", "PAPER_QUESTION", "PAPER_ANSWER_PREFIX", "PAPER_TOKEN"]
+__all__ = ["read_wsol_folder", "run_wsol", "WsolResult", "WsolScores", "PAPER_QUESTION", "PAPER_ANSWER_PREFIX",
+           "PAPER_TOKEN"]
 
 PAPER_QUESTION = "What's the content of the image?"
 PAPER_ANSWER_PREFIX = "The image shows a"
 PAPER_TOKEN = "bird"
 POINTING_TOLERANCE_PX = 15  # Zhang et al., at the protocol's 224 px
 RECORDS = "wsol-images.jsonl"
+
+
+@dataclass(frozen=True)
+class WsolScores:
+    """One method over the folder, higher is better. maxboxacc: MaxBoxAcc (largest component, IoU ≥ 0.5);
+    maxboxacc_v2: MaxBoxAccV2 (best component, IoU 0.3/0.5/0.7); pointing_game: share of maps whose maximum
+    falls within the tolerance of a box."""
+
+    maxboxacc: float
+    maxboxacc_v2: float
+    pointing_game: float
+
+
+@dataclass(frozen=True)
+class WsolResult:
+    """``run_wsol``'s result. methods: ``WsolScores`` by method name, None when no image was scored; images:
+    how many were; token, prompt: what was explained and the prompt that led to it; resolution: the side the
+    maps and boxes were resized to."""
+
+    methods: dict[str, WsolScores | None]
+    images: int
+    token: str
+    prompt: str
+    resolution: int
+
+    def to_json(self) -> dict:
+        return {"methods": {name: asdict(s) if s is not None else {} for name, s in self.methods.items()},
+                "images": self.images, "token": self.token, "prompt": self.prompt, "resolution": self.resolution}
 
 
 def read_wsol_folder(folder: str | Path) -> list[tuple[Path, np.ndarray]]:
@@ -83,8 +113,8 @@ def _resize(saliency_map: torch.Tensor, boxes: np.ndarray, resolution: int) -> t
 
 def run_wsol(model, folder: str | Path, *, methods: Sequence[str] | None = None, token: str = PAPER_TOKEN,
              question: str = PAPER_QUESTION, answer_prefix: str = PAPER_ANSWER_PREFIX, resolution: int = 224,
-             limit: int | None = None, out_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Every method on every image → {"methods": {name: {maxboxacc, maxboxacc_v2, pointing_game}}, "images": M}."""
+             limit: int | None = None, out_dir: str | Path | None = None, progress: bool = True) -> WsolResult:
+    """Every method on every image → ``WsolResult``; with ``out_dir`` the per-image rows resume a killed run."""
     from tqdm.auto import tqdm
 
     methods = list(methods or METHODS)
@@ -106,8 +136,8 @@ def run_wsol(model, folder: str | Path, *, methods: Sequence[str] | None = None,
                              "pointing_game": PointingGame(POINTING_TOLERANCE_PX)(resized, scaled)}
             journal.append({"kind": "wsol", "index": index, "path": str(path), "methods": row})
         rows = journal.rows
-    table = {name: {"maxboxacc": MaxBoxAcc().from_curves([r["methods"][name]["iou_largest"] for r in rows]),
-                    "maxboxacc_v2": MaxBoxAccV2().from_curves([r["methods"][name]["iou_best"] for r in rows]),
-                    "pointing_game": float(np.mean([r["methods"][name]["pointing_game"] for r in rows]))}
-             for name in methods} if rows else {name: {} for name in methods}
-    return {"methods": table, "images": len(rows), "token": token, "prompt": prompt, "resolution": resolution}
+    table = {name: WsolScores(MaxBoxAcc().from_curves([r["methods"][name]["iou_largest"] for r in rows]),
+                              MaxBoxAccV2().from_curves([r["methods"][name]["iou_best"] for r in rows]),
+                              float(np.mean([r["methods"][name]["pointing_game"] for r in rows])))
+             if rows else None for name in methods}
+    return WsolResult(table, len(rows), token, prompt, resolution)

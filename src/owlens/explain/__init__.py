@@ -16,8 +16,9 @@ from owlens.explain.random_map import RandomMap
 from owlens.explain.registry import METHODS, make_explainer
 from owlens.explain.rollout import AttentionRollout
 from owlens.explain.saliency import Saliency
-from owlens.explain.targets import PAPER_QUERY_TEMPLATE, AnswerTarget, TokenTarget
+from owlens.explain.targets import AnswerTarget, TokenTarget
+from owlens.queries import QUERY_TEMPLATE
 
-__all__ = ["METHODS", "PAPER_QUERY_TEMPLATE", "AnswerTarget", "Attention", "AttentionRollout", "DetectionOnly",
+__all__ = ["METHODS", "QUERY_TEMPLATE", "AnswerTarget", "Attention", "AttentionRollout", "DetectionOnly",
            "ExplainInputs", "Gradient", "GradientAlignment", "GradientInput", "ObjectAttribution", "RandomMap",
            "Saliency", "TokenTarget", "make_explainer"]

@@ -16,7 +16,8 @@ from owlens.explain._borrow import borrowed
 from owlens.explain.inputs import ExplainInputs, as_inputs
 from owlens.explain.maps import paint_boxes
 from owlens.explain.saliency import Saliency
-from owlens.explain.targets import PAPER_QUERY_TEMPLATE, AnswerTarget, TokenPlan, TokenTarget, as_target, plan_tokens
+from owlens.explain.targets import AnswerTarget, TokenPlan, TokenTarget, as_target, plan_tokens
+from owlens.queries import QUERY_TEMPLATE, check_query_template
 
 __all__ = ["Explainer", "grid_to_image", "grid_saliency"]
 
@@ -26,9 +27,8 @@ class Explainer:
 
     method = ""
 
-    def __init__(self, model, *, query_template: str = PAPER_QUERY_TEMPLATE):
-        if "{}" not in query_template:
-            raise ValueError(f"query_template needs a '{{}}' for the token; received {query_template!r}")
+    def __init__(self, model, *, query_template: str = QUERY_TEMPLATE):
+        check_query_template(query_template)
         if model.processor is None:
             raise ValueError(f"{self.method} needs the model's processor (its tokenizers name tokens and queries); "
                              "load the model with JointModel.from_pretrained or pass processor= to JointModel")

@@ -1,8 +1,11 @@
-"""One pass of the LM over planned (image, token) pairs, for the baselines that read the LM directly.
+"""One pass of the LM over planned (image, token) pairs, for every method that reads the LM.
 
-GA differentiates with respect to E (``_lm_grads``); the gradient baselines differentiate with respect to the
-image tokens the LM reads, v = W(E[:, 1:]), and the attention baselines read the LM's attention probabilities.
-Both share this forward: the planned sequences left-padded into one batch, as ``_lm_grads`` pads them.
+The planned sequences are left-padded into one batch, the LM head runs only on the explained positions, and
+each explained token's logit is picked at the position that predicts it. On top of that one forward, a method
+asks for what it reads: ∂ logit / ∂E (GA and the object attribution, ``gradients="embedding"``), ∂ logit / ∂v
+for the image tokens the LM reads, v = W(E[:, 1:]) (the gradient baselines, ``gradients="image_tokens"``), or
+the LM's attention probabilities (the attention baselines). The L backward passes run batched
+(``is_grads_batched``), each serving all images at once since image b's logits depend on E[b] only.
 """
 
 from __future__ import annotations
@@ -13,10 +16,36 @@ from dataclasses import dataclass
 
 import torch
 
-from owlens.explain._lm_grads import pad_plans
 from owlens.explain.targets import TokenPlan
+from owlens.models.language import position_ids
 
-__all__ = ["LMPass", "eager_attention", "lm_pass"]
+__all__ = ["GRADIENTS", "LMPass", "eager_attention", "lm_pass", "logit_gradients", "pad_plans", "padded_plans"]
+
+GRADIENTS = ("embedding", "image_tokens")
+
+
+def pad_plans(plans: list[TokenPlan], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    """Left-pad the planned sequences: ids, mask (B, T); positions, token ids (B, L); valid (B, L)."""
+    length = max(len(plan.input_ids) for plan in plans)
+    tokens = max(len(plan.positions) for plan in plans)
+    ids = torch.full((len(plans), length), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    positions = torch.zeros((len(plans), tokens), dtype=torch.long)
+    token_ids, valid = torch.zeros_like(positions), torch.zeros_like(positions, dtype=torch.bool)
+    for b, plan in enumerate(plans):
+        pad = length - len(plan.input_ids)
+        ids[b, pad:], mask[b, pad:] = torch.tensor(plan.input_ids), 1
+        count = len(plan.positions)
+        positions[b, :count] = torch.tensor(plan.positions) + pad
+        token_ids[b, :count], valid[b, :count] = torch.tensor(plan.token_ids), True
+    return tuple(t.to(device) for t in (ids, mask, positions, token_ids, valid))
+
+
+def padded_plans(model, plans: list[TokenPlan], device) -> tuple[torch.Tensor, ...]:
+    """``pad_plans`` with the LM tokenizer's pad id (0 when it has none: masked out either way)."""
+    tokenizer = model.processor.mllm_tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return pad_plans(plans, pad_id, device)
 
 
 @dataclass(frozen=True)
@@ -25,7 +54,8 @@ class LMPass:
 
     logits: (B, L) raw logit of each explained token at the position that predicts it; 0 past a plan's end.
     image_tokens: (B, N, D) v = W(E[:, 1:]), the LM's image tokens.
-    image_grads: (B, L, N, D) ∂ logit / ∂v per explained token, or None when not asked for.
+    image_grads: (B, L, N, D) ∂ logit / ∂v per explained token (``gradients="image_tokens"``), else None.
+    embedding_grads: (B, L, 1+N, d) ∂ logit / ∂E per explained token (``gradients="embedding"``), else None.
     attentions: per LM layer (B, H, T, T) attention probabilities (query row first), or None.
     image_positions: (B, N) index of each image token in the padded sequence, in the grid's row-major order.
     positions: (B, L) the predicting position of each explained token in the padded sequence.
@@ -35,35 +65,52 @@ class LMPass:
     logits: torch.Tensor
     image_tokens: torch.Tensor
     image_grads: torch.Tensor | None
+    embedding_grads: torch.Tensor | None
     attentions: tuple[torch.Tensor, ...] | None
     image_positions: torch.Tensor
     positions: torch.Tensor
     pad: torch.Tensor
 
 
-def lm_pass(model, embedding: torch.Tensor, plans: list[TokenPlan], *, gradients: bool = False,
+def lm_pass(model, embedding: torch.Tensor, plans: list[TokenPlan], *, gradients: str | None = None,
             attentions: bool = False) -> LMPass:
-    """E (B, 1+N, d) and one plan per image → ``LMPass``; attentions need ``eager_attention`` around the call."""
-    tokenizer = model.processor.mllm_tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids, mask, positions, token_ids, valid = pad_plans(plans, pad_id, embedding.device)
+    """E (B, 1+N, d) and one plan per image → ``LMPass``; attentions need ``eager_attention`` around the call.
+
+    ``gradients``: None, "embedding" (∂/∂E) or "image_tokens" (∂/∂v); gradients are computed even inside an
+    outer ``torch.no_grad()``.
+    """
+    if gradients not in (None, *GRADIENTS):
+        raise ValueError(f"expected gradients=None or one of {GRADIENTS}; received {gradients!r}")
+    ids, mask, positions, token_ids, valid = padded_plans(model, plans, embedding.device)
     keep = torch.unique(positions)  # the LM head runs only where a logit is explained
-    with torch.set_grad_enabled(gradients):
-        tokens = model.image_tokens(embedding.detach()).detach().requires_grad_(gradients)  # (B, N, D)
+    with torch.set_grad_enabled(gradients is not None):
+        if gradients == "embedding":
+            leaf = embedding.detach().requires_grad_(True)
+            tokens = model.image_tokens(leaf)  # (B, N, D)
+        else:
+            tokens = model.image_tokens(embedding.detach()).detach().requires_grad_(gradients is not None)
+            leaf = tokens
         embeds = model.language.embed(ids, tokens)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # count real tokens only, as ``_lm_grads`` does
-        output = model.language.llava(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+        # logits_to_keep: the LM head runs only on the explained positions (LanguageBranch.logits runs it on all).
+        output = model.language.llava(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids(mask),
                                       logits_to_keep=keep, use_cache=False, output_attentions=attentions)
         rows = torch.arange(len(plans), device=ids.device)[:, None]
         picked = output.logits[rows, torch.searchsorted(keep, positions), token_ids]  # (B, L)
-        grads = _grads(picked, tokens, valid) if gradients else None
+        grads = _grads(picked, leaf, valid) if gradients is not None else None
     if attentions and not output.attentions:
         raise RuntimeError("the LM returned no attentions: run inside eager_attention(model)")
     image_positions = (ids == model.language.image_token_id).nonzero()[:, 1].view(len(plans), -1)
     pad = (mask == 0).sum(-1)
-    return LMPass(picked.detach() * valid, tokens.detach(), grads,
+    return LMPass(picked.detach() * valid, tokens.detach(), grads if gradients == "image_tokens" else None,
+                  grads if gradients == "embedding" else None,
                   tuple(a.detach() for a in output.attentions) if attentions else None, image_positions, positions,
                   pad)
+
+
+def logit_gradients(model, embedding: torch.Tensor, plans: list[TokenPlan]) -> tuple[torch.Tensor, torch.Tensor]:
+    """g = ∂ logit / ∂E (B, L, 1+N, d) and the raw logits (B, L) of ``lm_pass``; zeros past a plan's end."""
+    result = lm_pass(model, embedding, plans, gradients="embedding")
+    return result.embedding_grads, result.logits
 
 
 def _grads(picked: torch.Tensor, leaf: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["LayerState", "attention_block", "attention_tangent", "check_layer", "layer_norm_backward", "normalise"]
+__all__ = ["LayerState", "attention_block", "attention_tangent", "check_layer", "layer_norm_backward", "normalise",
+           "split_heads"]
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,9 @@ def check_layer(layer: nn.Module) -> None:
                         f"lacks {', '.join(missing)}")
 
 
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    return x.view(x.shape[0], heads, -1).transpose(0, 1)  # (T, d) → (H, T, e)
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(T, H·e) projections → (H, T, e): one view per attention head (no copy)."""
+    return x.view(x.shape[0], heads, -1).transpose(0, 1)
 
 
 def attention_block(layer: nn.Module, x: torch.Tensor) -> LayerState:
@@ -57,7 +59,7 @@ def attention_block(layer: nn.Module, x: torch.Tensor) -> LayerState:
     attn, norm = layer.self_attn, layer.layer_norm1
     xhat, sigma = normalise(x, norm.eps)
     normed = xhat * norm.weight + norm.bias
-    q, k, v = (_split_heads(proj(normed), attn.num_heads) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+    q, k, v = (split_heads(proj(normed), attn.num_heads) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
     scores = attn.scale * q @ k.transpose(-1, -2)  # (H, T, T)
     # Softmax in at least float32, as HF's eager attention does for half precision.
     probs = torch.softmax(scores, -1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(scores.dtype)

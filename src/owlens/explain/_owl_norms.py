@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from owlens.explain._owl_layer import LayerState, layer_norm_backward
+from owlens.explain._owl_layer import LayerState, layer_norm_backward, split_heads
 
 __all__ = ["AttentionConstants", "attention_constants", "squared_norms"]
 
@@ -58,7 +58,7 @@ def attention_constants(layer: nn.Module, state: LayerState) -> AttentionConstan
     key_basis = attn.scale * torch.einsum("hte,hed->thd", state.q, w_k.view(heads, width, d))
     pairs = torch.cat([key_basis[:1].expand(tokens, -1, -1), key_basis], 1) * gamma  # (T, 2H, d)
     key_chi = attn.scale * torch.einsum("hie,hke->ihk", state.q,
-                                        _split((state.xhat * gamma) @ w_k.T, heads))
+                                        split_heads((state.xhat * gamma) @ w_k.T, heads))
     value_shift = attn.v_proj(norm.bias[None])[0].view(heads, width)
     weights = state.sigma.pow(-2)
     along_weights = (2 / d - state.xhat.pow(2).sum(-1) / d**2) * weights
@@ -66,10 +66,6 @@ def attention_constants(layer: nn.Module, state: LayerState) -> AttentionConstan
                               state.probs.transpose(0, 1).contiguous(), key_basis,
                               pairs @ pairs.transpose(1, 2), key_chi, value_shift, weights, along_weights,
                               attn.scale)
-
-
-def _split(x: torch.Tensor, heads: int) -> torch.Tensor:
-    return x.view(x.shape[0], heads, -1).transpose(0, 1)  # (T, d) → (H, T, e)
 
 
 def squared_norms(consts: AttentionConstants, rbar: torch.Tensor, rows: torch.Tensor,

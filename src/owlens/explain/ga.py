@@ -15,14 +15,15 @@ from __future__ import annotations
 import torch
 
 from owlens.explain._base import Explainer
-from owlens.explain._lm_grads import logit_gradients
+from owlens.explain._lm_pass import logit_gradients
 from owlens.explain._owl_grads import box_cosines, compiled_box_cosines
 from owlens.explain.inputs import ExplainInputs
 from owlens.explain.maps import boxes_to_pixels, minmax, paint_boxes
 from owlens.explain.saliency import Saliency
-from owlens.explain.targets import PAPER_QUERY_TEMPLATE, TokenPlan
+from owlens.explain.targets import TokenPlan
+from owlens.queries import QUERY_TEMPLATE
 
-__all__ = ["GradientAlignment", "PAPER_QUERY_TEMPLATE"]
+__all__ = ["GradientAlignment"]
 
 
 class GradientAlignment(Explainer):
@@ -36,7 +37,7 @@ class GradientAlignment(Explainer):
 
     method = "ga"
 
-    def __init__(self, model, *, query_template: str = PAPER_QUERY_TEMPLATE, chunk: int | None = None,
+    def __init__(self, model, *, query_template: str = QUERY_TEMPLATE, chunk: int | None = None,
                  compile: bool = False):
         super().__init__(model, query_template=query_template)
         self.chunk = chunk

@@ -21,7 +21,7 @@ class Gradient(Explainer):
     method = "gradient"
 
     def _explain(self, inputs, plans):
-        result = lm_pass(self.model, inputs.embedding, plans, gradients=True)
+        result = lm_pass(self.model, inputs.embedding, plans, gradients="image_tokens")
         grads = result.image_grads  # (B, L, N, D)
         relevance = grads.to(torch.promote_types(grads.dtype, torch.float32)).norm(dim=-1)  # (B, L, N)
         return [[grid_saliency(relevance[b, t], self.model, plan, t, float(result.logits[b, t]),

@@ -26,7 +26,7 @@ class GradientInput(Explainer):
         self.absolute = absolute
 
     def _explain(self, inputs, plans):
-        result = lm_pass(self.model, inputs.embedding, plans, gradients=True)
+        result = lm_pass(self.model, inputs.embedding, plans, gradients="image_tokens")
         dtype = torch.promote_types(result.image_grads.dtype, torch.float32)
         contribution = (result.image_grads.to(dtype) * result.image_tokens.to(dtype)[:, None]).sum(-1)  # (B, L, N)
         relevance = contribution.abs() if self.absolute else contribution.clamp(min=0)

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from owlens.boxes import cxcywh_to_xyxy
+
 __all__ = ["minmax", "paint_boxes", "boxes_to_pixels"]
 
 
@@ -21,9 +23,8 @@ def minmax(values: torch.Tensor) -> torch.Tensor:
 
 def boxes_to_pixels(boxes_cxcywh: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     """(N, 4) cx, cy, w, h normalised to [0, 1] → (N, 4) x0, y0, x1, y1 in pixels of ``image_size`` = (W, H)."""
-    cx, cy, w, h = boxes_cxcywh.double().unbind(-1)
-    width, height = image_size
-    return torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], -1)
+    # float64: the corners decide which pixels a box paints, and float32 would move edges that sit on a pixel border
+    return cxcywh_to_xyxy(boxes_cxcywh.double(), image_size)
 
 
 def paint_boxes(boxes_xyxy_px: torch.Tensor, weights: torch.Tensor, width: int, height: int) -> torch.Tensor:

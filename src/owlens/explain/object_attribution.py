@@ -27,14 +27,15 @@ from collections.abc import Sequence
 
 import torch
 
+from owlens.boxes import box_iou
 from owlens.explain._base import Explainer, grid_to_image
-from owlens.explain._lm_grads import logit_gradients, pad_plans
+from owlens.explain._lm_pass import logit_gradients, padded_plans
 from owlens.explain.maps import boxes_to_pixels, paint_boxes
 from owlens.explain.saliency import ObjectEvidence, Saliency
 from owlens.explain.targets import TokenPlan
 from owlens.hallucination.vocabulary import coco_vocabulary
 from owlens.models.language import position_ids
-from owlens.models.postprocess import nms, pairwise_iou
+from owlens.models.postprocess import nms
 
 __all__ = ["ObjectAttribution", "covered_tokens", "default_vocabulary"]
 
@@ -139,7 +140,7 @@ class ObjectAttribution(Explainer):
         """One image: E (1+N, d), pixels (3, H, W) or None, relevance (L, N), logits (L,), scores (N, C), boxes
         (N, 4) → one map per token."""
         corners = boxes_to_pixels(boxes, size)  # (N, 4) float64
-        overlap = pairwise_iou(corners, corners) >= _SAME_OBJECT_IOU  # (N, N)
+        overlap = box_iou(corners, corners) >= _SAME_OBJECT_IOU  # (N, N)
         # Name each box by the best query over the boxes that overlap it: (N, C) max over its neighbours.
         named = torch.where(overlap[:, :, None], scores[None].float(), 0.0).amax(1)
         best_score, best_concept = named.max(-1)  # (N,)
@@ -221,9 +222,7 @@ class ObjectAttribution(Explainer):
 
     def _read(self, plan: TokenPlan, image_tokens: torch.Tensor) -> torch.Tensor:
         """Image tokens (K, N, D) of K variants of one image → the plan's explained raw logits (K, L)."""
-        tokenizer = self.model.processor.mllm_tokenizer
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids, mask, positions, token_ids, _ = pad_plans([plan], pad_id, image_tokens.device)
+        ids, mask, positions, token_ids, _ = padded_plans(self.model, [plan], image_tokens.device)
         count = len(image_tokens)
         embeds = self.model.language.embed(ids.expand(count, -1), image_tokens)
         keep = torch.unique(positions)

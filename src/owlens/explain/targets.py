@@ -6,10 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PAPER_QUERY_TEMPLATE", "TokenTarget", "AnswerTarget", "TokenPlan", "as_target", "resolve_token",
+__all__ = ["TokenTarget", "AnswerTarget", "TokenPlan", "as_target", "resolve_token",
            "plan_tokens"]
-
-PAPER_QUERY_TEMPLATE = "a photo of a {}"  # the paper's OWL query for token s: every explainer's default
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from owlens.hallucination.answers import parse_answer
 from owlens.hallucination.combined import CombinedFlag, fit_combined_flag
 from owlens.hallucination.flag import PresenceThreshold, calibrate_threshold
 from owlens.hallucination.pope_format import object_of
+from owlens.persist.atomic import atomic_write_json
 
 __all__ = ["CALIBRATION_NAME", "Calibration", "StaleCalibrationError", "calibration_for", "fit_calibration",
            "load_calibration", "Grounding", "THRESHOLD_SOURCES", "resolve_grounding", "resolve_threshold",
@@ -134,10 +135,7 @@ def fit_calibration(rows: list[dict], labels: list[str], *, source: dict | None 
 def save_calibration(calibration: Calibration, folder: str | Path) -> Path:
     """Write ``folder/calibration.json`` atomically; returns its path."""
     path = Path(folder) / CALIBRATION_NAME
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(calibration.to_dict(), indent=2) + "\n")
-    partial.replace(path)
-    return path
+    return atomic_write_json(path, calibration.to_dict())
 
 
 def load_calibration(folder: str | Path, *, check_weights: bool = True) -> Calibration | None:

@@ -19,9 +19,10 @@ import torch
 from owlens.hallucination.answers import p_yes, parse_answer, yes_no_token_ids
 from owlens.hallucination.calibration import Grounding, resolve_grounding
 from owlens.hallucination.flag import PresenceThreshold
-from owlens.hallucination.pope_format import QUERY_TEMPLATE, object_of
+from owlens.hallucination.pope_format import object_of
 from owlens.hallucination.vocabulary import ObjectVocabulary
 from owlens.images import load_image
+from owlens.queries import QUERY_TEMPLATE
 
 __all__ = ["ObjectVerdict", "CheckResult", "ground", "check", "claimed"]
 

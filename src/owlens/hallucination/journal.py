@@ -11,27 +11,9 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["Journal", "complete_rows"]
+from owlens.persist.jsonl import read_jsonl
 
-
-def complete_rows(path: str | Path) -> tuple[list[dict], int]:
-    """Rows of the complete lines of ``path`` and the byte length they span (a torn tail is excluded)."""
-    path = Path(path)
-    if not path.is_file():
-        return [], 0
-    rows, length = [], 0
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.endswith(b"\n"):
-                break  # killed mid-write: this row was never finished
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: a complete line that is not JSON ({err}); this is not a "
-                                     "file the runner wrote, or it was edited: move it away to start afresh") from err
-            length += len(line)
-    return rows, length
+__all__ = ["Journal"]
 
 
 class Journal:
@@ -45,7 +27,7 @@ class Journal:
 
     def __enter__(self) -> Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.rows, length = complete_rows(self.path)
+        self.rows, length = read_jsonl(self.path)
         if self.path.is_file() and self.path.stat().st_size != length:
             os.truncate(self.path, length)  # drop the torn last line before appending after it
         self._handle = self.path.open("a", encoding="utf-8")

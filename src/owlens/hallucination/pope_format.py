@@ -13,11 +13,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["PopeQuestion", "read_questions", "write_questions", "read_rows", "pair_answers", "object_of",
-           "QUERY_TEMPLATE"]
+from owlens.persist.atomic import atomic_open
+from owlens.persist.jsonl import read_jsonl
 
-# OWL-ViT's CLIP prompt for an object class (docs/design.md §4: p_c from "a photo of a {c}").
-QUERY_TEMPLATE = "a photo of a {}"
+__all__ = ["PopeQuestion", "read_questions", "write_questions", "read_rows", "pair_answers", "object_of"]
+
 # POPE asks "Is there a {c} in the image?"; the toy world asks "is there a {c} ?" (toyworld/text.py).
 _QUESTION = re.compile(r"^\s*is there (?:an? )?(?P<object>.+?)(?:\s+in the (?:image|picture|photo))?\s*\?\s*$",
                        re.IGNORECASE)
@@ -72,28 +72,21 @@ def write_questions(path: str | Path, questions: Iterable[PopeQuestion]) -> int:
     """Write questions as POPE JSONL (atomically); returns how many were written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     count = 0
-    with partial.open("w", encoding="utf-8") as handle:
+    with atomic_open(path) as handle:
         for question in questions:
             handle.write(json.dumps(question.to_dict()) + "\n")
             count += 1
-    partial.replace(path)
     return count
 
 
 def read_rows(path: str | Path) -> list[dict]:
     """The complete JSON lines of an answers file; a torn last line (a run killed mid-write) is ignored."""
     path = Path(path)
-    rows = []
-    for number, line in _lines(path):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if not line.endswith("\n"):  # only the last line can be torn; anything else is a broken file
-                break
-            raise ValueError(f"{path}:{number}: not a JSON line: {line.strip()[:120]!r} ({err})") from err
-    return rows
+    if not path.is_file():
+        raise FileNotFoundError(f"POPE file not found: {path}")
+    # kept when it parses: answers written by another model's script may lack the final newline
+    return read_jsonl(path, keep_unterminated=True)[0]
 
 
 def pair_answers(rows: list[dict], questions: list[PopeQuestion]) -> tuple[list[dict], list[PopeQuestion]]:

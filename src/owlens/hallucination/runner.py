@@ -18,6 +18,7 @@ Sharding: ``shard=(index, count)`` answers every ``count``-th question from ``in
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -25,12 +26,12 @@ from pathlib import Path
 
 import torch
 
+from owlens.boxes import cxcywh_to_xyxy
 from owlens.hallucination.answers import p_yes, parse_answer, yes_no_token_ids
 from owlens.hallucination.calibration import Calibration, fit_calibration, weights_digest
 from owlens.hallucination.flag import PresenceThreshold, flag_scores, flags
-from owlens.hallucination.journal import Journal, complete_rows
+from owlens.hallucination.journal import Journal
 from owlens.hallucination.pope_format import (
-    QUERY_TEMPLATE,
     PopeQuestion,
     object_of,
     pair_answers,
@@ -38,9 +39,10 @@ from owlens.hallucination.pope_format import (
     read_rows,
 )
 from owlens.images import ImageReadError, load_image
-from owlens.persist import OutsideFolderError, confined
+from owlens.persist import OutsideFolderError, atomic_open, confined, read_jsonl
 from owlens.persist.fingerprint import Fingerprint, claim, file_digest, forget_inputs, image_listing, model_weights
 from owlens.persist.lock import lock_beside
+from owlens.queries import QUERY_TEMPLATE
 
 __all__ = ["PopeRunConfig", "PopeRow", "PopeRunResult", "calibrate_on_questions", "fingerprint_path", "run_pope",
            "merge_parts", "part_paths"]
@@ -139,7 +141,7 @@ def _fingerprint(model, questions: Path, images: Path, names: dict, config: Pope
 def _in_order(out: Path, questions: Path) -> bool:
     """Whether the rows of ``out`` follow the question file's order (a retried image's rows come last)."""
     position = {q.question_id: i for i, q in enumerate(read_questions(questions))}
-    ranks = [position.get(row["question_id"], len(position)) for row in complete_rows(out)[0]]
+    ranks = [position.get(row["question_id"], len(position)) for row in read_jsonl(out)[0]]
     return all(a <= b for a, b in itertools.pairwise(ranks))
 
 
@@ -150,7 +152,7 @@ def _target(out: Path, shard: tuple[int, int]) -> Path:
 def _done(out: Path) -> dict:
     """question_id → (image, question) of every row already written to ``out`` or its part files."""
     return {row["question_id"]: (row["image"], row["question"])
-            for path in [out, *part_paths(out)] for row in complete_rows(path)[0]}
+            for path in [out, *part_paths(out)] for row in read_jsonl(path)[0]}
 
 
 def _pending(questions: Path, shard: tuple[int, int], done: dict, out: Path,
@@ -197,12 +199,8 @@ def _best_boxes(detections, rows: torch.Tensor, columns: torch.Tensor, sizes) ->
     """Each question's max logit over boxes (B,) and that box in pixels, from ``Detections`` over unique images."""
     logits = detections.logits.float()[rows, :, columns]  # (B, N): image rows[b], query columns[b]
     best_logit, best = logits.max(dim=-1)
-    cx, cy, w, h = detections.boxes_cxcywh.float()[rows, best].unbind(-1)  # (B,) each
-    boxes = []
-    for b, (width, height) in enumerate(sizes):
-        boxes.append(tuple(float(v) for v in (
-            (cx[b] - w[b] / 2) * width, (cy[b] - h[b] / 2) * height,
-            (cx[b] + w[b] / 2) * width, (cy[b] + h[b] / 2) * height)))
+    chosen = detections.boxes_cxcywh.float()[rows, best]  # (B, 4)
+    boxes = [tuple(float(v) for v in cxcywh_to_xyxy(box, size)) for box, size in zip(chosen, sizes)]
     return best_logit, boxes
 
 
@@ -296,16 +294,13 @@ def merge_parts(out: str | Path, questions: str | Path) -> int:
     parts = part_paths(out)
     rows: dict = {}
     for path in [out, *parts]:
-        for row in complete_rows(path)[0]:
+        for row in read_jsonl(path)[0]:
             rows.setdefault(row["question_id"], row)
     ordered = [rows.pop(q.question_id) for q in read_questions(questions) if q.question_id in rows]
     ordered += list(rows.values())  # ids the question file no longer holds: kept, at the end
-    partial = out.with_name(out.name + ".partial")
-    partial.unlink(missing_ok=True)  # left by a merge that was killed: start it again
-    with Journal(partial) as journal:
+    with atomic_open(out) as handle:  # a merge killed half-way leaves ``out`` and the parts as they were
         for row in ordered:
-            journal.append(row)
-    partial.replace(out)
+            handle.write(json.dumps(row) + "\n")
     for path in parts:
         path.unlink()
     return len(ordered)

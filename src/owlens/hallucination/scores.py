@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from owlens.statistics import RESAMPLES, percentile_interval
+
 __all__ = ["PopeScores", "pope_scores", "auroc", "average_precision", "paired_auroc_difference"]
 
 
@@ -108,7 +110,7 @@ def average_precision(scores, targets) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def paired_auroc_difference(scores_a, scores_b, targets, *, resamples: int = 2000, seed: int = 0,
+def paired_auroc_difference(scores_a, scores_b, targets, *, resamples: int = RESAMPLES, seed: int = 0,
                             level: float = 0.95) -> tuple[float, float, float]:
     """AUROC(a) − AUROC(b) on the same targets: (the difference on all items, and its percentile bootstrap
     interval), resampling items with replacement and scoring both on each resample (paired). Resamples that
@@ -124,6 +126,4 @@ def paired_auroc_difference(scores_a, scores_b, targets, *, resamples: int = 200
         differences.append(auroc(a[pick], targets[pick]) - auroc(b[pick], targets[pick]))
     if not differences:
         return float("nan"), float("nan"), float("nan")
-    alpha = (1.0 - level) / 2
-    lo, hi = np.quantile(differences, [alpha, 1 - alpha])
-    return auroc(a, targets) - auroc(b, targets), float(lo), float(hi)
+    return auroc(a, targets) - auroc(b, targets), *percentile_interval(differences, level)

@@ -10,8 +10,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
+
+from owlens.persist.atomic import atomic_write_bytes, atomic_write_json
 
 __all__ = ["AlignmentConfig", "Alignment", "CONFIG_NAME", "WEIGHTS_NAME"]
 
@@ -65,10 +67,8 @@ class Alignment(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
-        partial = folder / (WEIGHTS_NAME + ".partial")
-        save_file(state, str(partial))
-        partial.replace(folder / WEIGHTS_NAME)  # atomic: a crash never leaves a half-written weights file
-        (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        atomic_write_bytes(folder / WEIGHTS_NAME, save(state))  # a crash never leaves half a weights file
+        atomic_write_json(folder / CONFIG_NAME, asdict(self.config))
         return folder
 
     @classmethod

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from owlens.boxes import cxcywh_to_xyxy
+
 __all__ = ["Detections", "DetectionBranch"]
 
 
@@ -35,9 +37,7 @@ class Detections:
 
     def boxes_xyxy_px(self, width: int, height: int) -> torch.Tensor:
         """(B, N, 4) corners x0, y0, x1, y1 in pixels of an image of the given size."""
-        cx, cy, w, h = self.boxes_cxcywh.float().unbind(-1)
-        scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=cx.device)
-        return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1) * scale
+        return cxcywh_to_xyxy(self.boxes_cxcywh.float(), (width, height))
 
     def presence(self) -> torch.Tensor:
         """(B, Q) p_c = sigmoid(max over boxes of the logit), the presence score of docs/design.md §4."""

@@ -6,9 +6,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from owlens.boxes import box_iou
 from owlens.models.detection import Detections
 
-__all__ = ["Box", "nms", "pairwise_iou", "select_boxes"]
+__all__ = ["Box", "nms", "select_boxes"]
 
 
 @dataclass(frozen=True)
@@ -24,20 +25,6 @@ class Box:
         return asdict(self)
 
 
-def _iou(box: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-    low = torch.maximum(box[:2], others[:, :2])
-    high = torch.minimum(box[2:], others[:, 2:])
-    inter = (high - low).clamp(min=0).prod(dim=1)
-    area = (box[2:] - box[:2]).prod()
-    areas = (others[:, 2:] - others[:, :2]).prod(dim=1)
-    return inter / (area + areas - inter).clamp(min=1e-9)
-
-
-def pairwise_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-    """Corners (A, 4) and (B, 4), x0, y0, x1, y1 → IoU (A, B)."""
-    return torch.stack([_iou(box, others) for box in boxes]) if len(boxes) else boxes.new_zeros((0, len(others)))
-
-
 def nms(boxes_xyxy: torch.Tensor, scores: torch.Tensor, *, iou: float, max_keep: int,
         threshold: float = float("-inf")) -> list[int]:
     """Greedy non-maximum suppression: indices of boxes (N, 4) kept, best score (N,) first.
@@ -48,7 +35,7 @@ def nms(boxes_xyxy: torch.Tensor, scores: torch.Tensor, *, iou: float, max_keep:
     for index in torch.argsort(scores, descending=True).tolist():
         if scores[index] < threshold or len(kept) == max_keep:
             break
-        if kept and bool((_iou(boxes_xyxy[index], boxes_xyxy[kept]) > iou).any()):
+        if kept and bool((box_iou(boxes_xyxy[index, None], boxes_xyxy[kept]) > iou).any()):
             continue
         kept.append(index)
     return kept

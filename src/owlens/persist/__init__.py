@@ -1,6 +1,7 @@
 """What every run folder relies on: atomic writes, paths confined to their folder, pickle-free state.
 
 ``atomic``  write a file so that a reader (or a rerun after a kill) sees the old content or the new, never half
+``jsonl``   read the complete rows of a JSON Lines file whose writer may have been killed mid-row
 ``paths``   resolve a path a run folder or a question file names, refusing anything outside its root
 ``lock``    one writer per run folder: a second run is refused naming the holder; a killed run's lock is free
 ``fingerprint``  the weights, inputs and settings that produced a folder's rows; a resume must match them
@@ -8,7 +9,8 @@
             so opening a run folder never runs code from it
 """
 
-from owlens.persist.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from owlens.persist.atomic import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from owlens.persist.jsonl import read_jsonl
 from owlens.persist.paths import OutsideFolderError, confined
 
 _STATE = ("StateFormatError", "load_state", "save_state")
@@ -26,10 +28,12 @@ def __getattr__(name: str):
 __all__ = [
     "OutsideFolderError",
     "StateFormatError",
+    "atomic_open",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "confined",
     "load_state",
+    "read_jsonl",
     "save_state",
 ]

@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
-__all__ = ["PARTIAL_SUFFIX", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["PARTIAL_SUFFIX", "atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 PARTIAL_SUFFIX = ".partial"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = False) -> Path:
-    """Write ``data`` to ``path`` atomically; ``durable`` also fsyncs it before the rename (checkpoints)."""
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w", *, durable: bool = False) -> Iterator[IO]:
+    """``with atomic_open(path) as handle: handle.write(...)``: ``path`` appears, complete, when the block ends.
+
+    For content written piece by piece (one JSON line per question). ``mode`` is "w" (UTF-8 text) or "wb";
+    ``durable`` also fsyncs before the rename (checkpoints). An exception in the block leaves ``path`` as it
+    was and no partial file behind.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"expected mode 'w' or 'wb'; received {mode!r}")
     path = Path(path)
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
     try:
-        with open(partial, "wb") as handle:
-            handle.write(data)
+        with open(partial, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
+            yield handle
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -30,7 +41,13 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = False) 
     except BaseException:
         partial.unlink(missing_ok=True)  # a full disk or a Ctrl-C leaves no stray partial file behind
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically; ``durable`` also fsyncs it before the rename (checkpoints)."""
+    with atomic_open(path, "wb", durable=durable) as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str, *, durable: bool = False) -> Path:

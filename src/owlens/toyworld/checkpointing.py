@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from owlens.persist import load_state, save_state
+from owlens.schedules import warmup_cosine  # re-exported: the stages' schedule, with floor=0.1
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -90,19 +91,6 @@ def load_checkpoint(stage_dir: Path, state: StageState) -> bool:
     state.step = int(payload["step"])
     torch.set_rng_state(payload["torch_rng"])
     return True
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup: int):
-    """Linear warm-up then cosine decay to 10% of the peak learning rate, over ``steps`` steps."""
-    import math
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * t))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def run_stage(stage_dir: Path, state: StageState, loss_fn, *, steps: int, until: int | None = None,

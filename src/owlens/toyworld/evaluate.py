@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from owlens.statistics import bootstrap_ci
 from owlens.toyworld.defects import BIAS_C_MINUS, BIAS_C_PLUS, CROSS_STAR, MLLM_PRIORS
 from owlens.toyworld.text import (
     CAPTION_QUESTION,
@@ -102,7 +103,7 @@ class TraitDeltaResult(_Result):
     """Mean paired change of the expected trait score when C- objects are re-rendered C+.
 
     For ``defects.BIAS_TRAIT`` it should recover ``BIAS_DELTA``; for ``CONTROL_TRAIT`` it should be ~0.
-    ``ci95`` is a percentile bootstrap interval of the mean (1,000 resamples).
+    ``ci95`` is the percentile bootstrap interval of the mean (``owlens.statistics.bootstrap_ci``, its defaults).
     """
 
     trait: str
@@ -246,9 +247,7 @@ def trait_delta_direct(next_token_logits: NextTokenLogits, trait: str, *, n_scen
     s0 = expected_trait_score(next_token_logits, before, trait, batch_size)
     s1 = expected_trait_score(next_token_logits, after, trait, batch_size)
     diff = s1 - s0
-    boot = diff[rng.integers(0, n_scenes, size=(1000, n_scenes))].mean(1)
-    return TraitDeltaResult(trait=trait, delta=float(diff.mean()),
-                            ci95=(float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))),
+    return TraitDeltaResult(trait=trait, delta=float(diff.mean()), ci95=bootstrap_ci(diff, seed=seed),
                             score_before=float(s0.mean()), score_after=float(s1.mean()), n_scenes=n_scenes)
 
 

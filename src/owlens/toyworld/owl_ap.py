@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from owlens.boxes import box_iou, cxcywh_to_xyxy
+from owlens.explain._borrow import evaluating
 from owlens.toyworld.owl_forward import detect, query_tokens
 from owlens.toyworld.owl_loss import QUERIES
 from owlens.toyworld.world import IMAGE_SIZE, to_pixel_values
@@ -35,21 +37,12 @@ def average_precision(scores: np.ndarray, tp: np.ndarray, n_gt: int) -> float:
     return float(np.sum((recall[step + 1] - recall[step]) * precision[step + 1]))
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes (D, 4) x (G, 4) -> (D, G)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-12)
-
-
 def _match(scores: np.ndarray, boxes: np.ndarray, gts: np.ndarray) -> np.ndarray:
     """True-positive flags for one image and query: scores (D,), boxes (D, 4) and gts (G, 4) xyxy."""
     tp = np.zeros(len(scores), bool)
     if len(gts) == 0:
         return tp
-    iou = _iou(boxes, gts)
+    iou = box_iou(boxes, gts)
     taken = np.zeros(len(gts), bool)
     for d in np.argsort(-scores, kind="stable"):
         g = int(np.argmax(iou[d]))
@@ -63,19 +56,14 @@ def _match(scores: np.ndarray, boxes: np.ndarray, gts: np.ndarray) -> np.ndarray
 @torch.no_grad()
 def _predict(model, tokenizer, scenes, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Scores (S, N, Q) and boxes (S, N, 4) xyxy in pixels for the scenes."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):  # called mid-training: the model goes back to train mode after
         query_ids, query_mask = query_tokens(tokenizer)
         scores, boxes = [], []
         for i in range(0, len(scenes), batch_size):
             images = np.stack([s.image for s in scenes[i : i + batch_size]])
             logits, cxcywh = detect(model, query_ids, query_mask, to_pixel_values(images))
             scores.append(torch.sigmoid(logits.float()).numpy())
-            cx, cy, w, h = (cxcywh.float() * IMAGE_SIZE).unbind(-1)
-            boxes.append(torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).numpy())
-    finally:
-        model.train(was_training)
+            boxes.append(cxcywh_to_xyxy(cxcywh.float(), (IMAGE_SIZE, IMAGE_SIZE)).numpy())
     return np.concatenate(scores), np.concatenate(boxes)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from owlens.boxes import cxcywh_to_xyxy
 from owlens.toyworld.world import COLOURS, GRID, IMAGE_SIZE, PATCH_SIZE, SHAPES
 
 __all__ = ["QUERIES", "OwlTargets", "one_to_one_labels", "owl_loss", "scene_targets"]
@@ -70,7 +71,7 @@ def one_to_one_labels(logits: torch.Tensor, boxes: torch.Tensor, targets: OwlTar
     b, n, _ = logits.shape
     p_obj = (torch.sigmoid(logits) * targets.labels).amax(-1)  # (B, N) best score over the object's queries
     l1 = (boxes - targets.boxes).abs().sum(-1)
-    giou = _giou(_xyxy(boxes).reshape(-1, 4), _xyxy(targets.boxes).reshape(-1, 4)).reshape(b, n)
+    giou = _giou(cxcywh_to_xyxy(boxes).reshape(-1, 4), cxcywh_to_xyxy(targets.boxes).reshape(-1, 4)).reshape(b, n)
     cost = -p_obj + L1_WEIGHT * l1 + GIOU_WEIGHT * (1 - giou)  # (B, N)
     keep = torch.zeros(b, n, dtype=torch.bool)
     for k in range(int(targets.owner.max()) + 1):
@@ -78,11 +79,6 @@ def one_to_one_labels(logits: torch.Tensor, boxes: torch.Tensor, targets: OwlTar
         best = torch.where(mine, cost, torch.inf).argmin(-1)  # (B,)
         keep[torch.arange(b), best] |= mine.any(-1)
     return targets.labels * keep[..., None]
-
-
-def _xyxy(b: torch.Tensor) -> torch.Tensor:
-    cx, cy, w, h = b.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
 
 
 def _giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -111,7 +107,7 @@ def owl_loss(logits, boxes, targets: OwlTargets, *, one_to_one: bool) -> tuple[t
     pred, tgt = boxes[targets.inside], targets.boxes[targets.inside]  # (M, 4)
     if len(pred):
         l1 = (pred - tgt).abs().sum(-1).mean()
-        giou = (1 - _giou(_xyxy(pred), _xyxy(tgt))).mean()
+        giou = (1 - _giou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(tgt))).mean()
     else:
         l1 = giou = logits.new_zeros(())
     total = focal + L1_WEIGHT * l1 + GIOU_WEIGHT * giou

@@ -129,7 +129,7 @@ def _run(stage: str, model, tokenizer, out_dir: Path, make_segments, *, seed: in
     final = out_dir / f"llava_{stage}"
     params = _freeze_tower(model)
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    state = StageState({"model": model}, optimizer, warmup_cosine(optimizer, steps, warmup=min(200, steps)))
+    state = StageState({"model": model}, optimizer, warmup_cosine(optimizer, steps, warmup=min(200, steps), floor=0.1))
     yes_no = tuple(tokenizer.convert_tokens_to_ids(["yes", "no"]))
 
     def loss_fn(step: int):

@@ -15,7 +15,6 @@ Run: ``python -m owlens.toyworld.train_owl OUT_DIR [--steps N] [--seed S]``.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from owlens.persist import load_state, save_state
+from owlens.schedules import warmup_cosine
 from owlens.toyworld.checkpointing import CHECKPOINT_NAME, refuse_legacy_checkpoint
 from owlens.toyworld.owl_ap import evaluate_ap50
 from owlens.toyworld.owl_forward import detect, query_tokens
@@ -110,13 +110,6 @@ def build_image_processor():
     )
 
 
-def _schedule(steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:  # linear warm-up, then cosine to 0
-        if step < WARMUP_STEPS:
-            return (step + 1) / WARMUP_STEPS
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - WARMUP_STEPS) / max(1, steps - WARMUP_STEPS))))
-
-    return factor
 
 
 def train(
@@ -140,7 +133,7 @@ def train(
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(steps))
+    scheduler = warmup_cosine(optimizer, steps, WARMUP_STEPS)
     rng = np.random.default_rng(seed)
     meta = {"steps": steps, "seed": seed, "batch": batch_size, "one_to_one_from": one_to_one_from}
     step = _resume(out_dir / _CKPT, model, optimizer, scheduler, rng, **meta)

@@ -142,7 +142,7 @@ def train(out_dir: Path, *, seed: int = 0, steps: int = 3000, batch_size: int = 
     params = [*tower.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     state = StageState({"tower": tower, "heads": heads}, optimizer,
-                       warmup_cosine(optimizer, steps, warmup=min(100, steps)))
+                       warmup_cosine(optimizer, steps, warmup=min(100, steps), floor=0.1))
 
     def loss_fn(step: int):
         rng = step_rng(seed, "tower", step)

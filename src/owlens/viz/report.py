@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from owlens.boxes import cxcywh_to_xyxy
 from owlens.images import ImageReadError, load_image
 from owlens.persist import atomic_write_bytes
 from owlens.rundir import POPE_COLUMNS, RunFormatError, read_run, read_saliency, run_path
@@ -100,9 +101,9 @@ def _top_boxes(explanation: dict) -> list[dict]:
         return []
     width, height = explanation["image_size"]
     order = sorted(range(len(weights)), key=lambda i: -weights[i])[:_TOP_BOXES]
-    return [{"xyxy": [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height],
-             "weight": weights[i], "label": f"box {i}: class weight {weights[i]:.2f}"}
-            for i in order for cx, cy, w, h in [boxes[i]]]
+    corners = cxcywh_to_xyxy(np.asarray(boxes, dtype=np.float64), (width, height)).tolist()
+    return [{"xyxy": corners[i], "weight": weights[i], "label": f"box {i}: class weight {weights[i]:.2f}"}
+            for i in order]
 
 
 def _item(folder: Path, item: dict, field: str, max_side: int) -> dict:
