@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Bottom to top. A package name covers its submodules; "owlens" itself is the package's __init__ only.
 LAYERS = (
     ("foundation", ("owlens", "owlens.persist", "owlens.images", "owlens.models", "owlens.boxes", "owlens.queries",
-                    "owlens.schedules", "owlens.statistics")),
+                    "owlens.results", "owlens.schedules", "owlens.statistics")),
     ("library", ("owlens.explain", "owlens.hallucination", "owlens.bias", "owlens.align")),
     ("toy world", ("owlens.toyworld",)),
     ("evaluation", ("owlens.evaluation",)),

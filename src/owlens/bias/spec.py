@@ -16,6 +16,7 @@ from owlens.bias.pgd import PGD
 from owlens.bias.scoring import PAPER_PROMPT
 from owlens.bias.stats import DEFAULT_STATISTICS
 from owlens.queries import QUERY_TEMPLATE, check_query_template
+from owlens.results import FieldsResult
 
 __all__ = ["IMAGE_SUFFIXES", "BenchmarkSpec", "GroupSpec", "PerturbationSpec", "SpecError", "load_spec",
            "parse_spec"]
@@ -30,7 +31,7 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
-class PerturbationSpec:
+class PerturbationSpec(FieldsResult):
     """method "fgsm" (paper default: ε = 1, L∞) or "pgd" (epsilon = budget, steps, step_size, norm).
 
     region: None moves all of E against every box (paper); a fraction r in (0, 1] moves only the patch tokens
@@ -68,8 +69,6 @@ class PerturbationSpec:
         return PGD(model, self.epsilon, self.steps, step_size=self.step_size, norm=self.norm, target=self.target,
                    owl_template=owl_template, region=self.region)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,13 @@ cue object out at once (cue cases), which is how a hallucination is *verified* t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from owlens.explain.targets import resolve_token
+from owlens.results import FieldsResult
 from owlens.toyworld.world import without
 
 __all__ = ["CAUSAL_MARGIN", "CausalTruth", "causal_truth"]
@@ -32,7 +33,7 @@ CAUSAL_MARGIN = 1.0
 
 
 @dataclass(frozen=True)
-class CausalTruth:
+class CausalTruth(FieldsResult):
     """What removing each object of a scene does to the explained token.
 
     logit: the explained raw logit on the scene as drawn (re-encoded: equal to the scene's own).
@@ -54,8 +55,6 @@ class CausalTruth:
     def drops(self) -> tuple[float, ...]:
         return tuple(self.logit - v for v in self.logit_without)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _variants(case, cue_shape: str | None):

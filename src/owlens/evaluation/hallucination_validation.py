@@ -8,7 +8,7 @@ with the detector's verdict on every object a caption names).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from owlens.hallucination.pope_format import pair_answers, read_questions, read_
 from owlens.hallucination.report import PopeReport, json_ready, score_rows
 from owlens.hallucination.runner import PopeRunConfig, run_pope
 from owlens.hallucination.scores import auroc
+from owlens.results import FieldsResult
 from owlens.toyworld.defects import COOCCUR_CUE, COOCCUR_PARTNER
 from owlens.toyworld.text import CAPTION_QUESTION, toy_vocabulary
 from owlens.toyworld.world import IMAGE_SIZE
@@ -31,7 +32,7 @@ __all__ = ["InjectedDefect", "CaptionCheck", "ObjectCheck", "HallucinationValida
 
 
 @dataclass(frozen=True)
-class InjectedDefect:
+class InjectedDefect(FieldsResult):
     """The adversarial questions about the co-occurrence partner on scenes with the cue and without it.
 
     yes_rate: how often the MLLM hallucinates it; flagged_rate: the share of those hallucinations flagged (at the
@@ -44,8 +45,6 @@ class InjectedDefect:
     flagged_rate: float
     mean_presence: float
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ class CaptionCheck:
 
 
 @dataclass(frozen=True)
-class ObjectCheck:
+class ObjectCheck(FieldsResult):
     """``check``'s verdicts on the objects held-out captions name, as a user sees them (the calibration's τ and
     combined flag): how many correct objects it calls ungrounded, how many hallucinated ones it catches."""
 
@@ -74,8 +73,6 @@ class ObjectCheck:
     hallucinated: int
     hallucinated_flagged_rate: float
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

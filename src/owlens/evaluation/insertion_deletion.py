@@ -20,7 +20,7 @@ tokens only). Every curve is computed in batches of modified E's through W and t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,12 +28,13 @@ import torch.nn.functional as F
 
 from owlens.evaluation._checks import as_map
 from owlens.explain._borrow import borrowed
+from owlens.results import FieldsResult
 
 __all__ = ["DeletionInsertion", "DeletionInsertionResult", "token_order"]
 
 
 @dataclass(frozen=True)
-class DeletionInsertionResult:
+class DeletionInsertionResult(FieldsResult):
     """fractions: (S+1,) share of tokens replaced (deletion) or restored (insertion), 0 to 1.
     deletion, insertion: (S+1,) the score at each fraction; *_auc their trapezoid areas over the fractions.
     """
@@ -44,8 +45,6 @@ class DeletionInsertionResult:
     deletion: list[float]
     insertion: list[float]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def token_order(saliency_map, grid: tuple[int, int], seed: int = 0) -> np.ndarray:

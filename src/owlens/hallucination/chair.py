@@ -17,19 +17,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from owlens.hallucination.vocabulary import ObjectVocabulary
+from owlens.results import FieldsResult
 
 __all__ = ["CaptionMentions", "ChairResult", "chair", "coco_truth", "read_toy_truth", "toy_truth"]
 
 
 @dataclass(frozen=True)
-class CaptionMentions:
+class CaptionMentions(FieldsResult):
     """The classes one caption mentions, and which of them the image does not hold."""
 
     mentioned: tuple[str, ...]
     hallucinated: tuple[str, ...]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ checked.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,12 +23,13 @@ from owlens.hallucination.pope_format import object_of
 from owlens.hallucination.vocabulary import ObjectVocabulary
 from owlens.images import load_image
 from owlens.queries import QUERY_TEMPLATE
+from owlens.results import FieldsResult
 
 __all__ = ["ObjectVerdict", "CheckResult", "ground", "check", "claimed"]
 
 
 @dataclass(frozen=True)
-class ObjectVerdict:
+class ObjectVerdict(FieldsResult):
     """One mentioned object. ``presence`` = sigmoid(``presence_logit``), the max over boxes for ``query``;
     ``box_xyxy_px`` is that best box in pixels of the original image. ``grounded``: presence_logit > τ with the
     detector alone; with a calibrated combined flag, its score for "yes, there is a {name}" (``flag_score``,
@@ -43,8 +44,6 @@ class ObjectVerdict:
     p_yes: float | None = None
     flag_score: float | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,17 @@ in logits keeps the ranking where the sigmoid saturates.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
+
+from owlens.results import FieldsResult
 
 __all__ = ["PresenceThreshold", "calibrate_threshold", "flag_scores", "flags"]
 
 
 @dataclass(frozen=True)
-class PresenceThreshold:
+class PresenceThreshold(FieldsResult):
     """τ on the presence logit (``logit``) and as a probability (``probability`` = sigmoid(logit)).
 
     ``calibration_accuracy``: accuracy of "present ⇔ z_c > τ" on the ``n_calibration`` calibration questions.
@@ -32,8 +34,6 @@ class PresenceThreshold:
     calibration_accuracy: float
     n_calibration: int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @classmethod
     def from_probability(cls, probability: float) -> PresenceThreshold:

@@ -43,6 +43,7 @@ from owlens.persist import OutsideFolderError, atomic_open, confined, read_jsonl
 from owlens.persist.fingerprint import Fingerprint, claim, file_digest, forget_inputs, image_listing, model_weights
 from owlens.persist.lock import lock_beside
 from owlens.queries import QUERY_TEMPLATE
+from owlens.results import FieldsResult
 
 __all__ = ["PopeRunConfig", "PopeRow", "PopeRunResult", "calibrate_on_questions", "fingerprint_path", "run_pope",
            "merge_parts", "part_paths"]
@@ -60,7 +61,7 @@ class PopeRunConfig:
 
 
 @dataclass(frozen=True)
-class PopeRow:
+class PopeRow(FieldsResult):
     """One answered question, as written to the answers file.
 
     answer: the generated text; parsed: "yes"/"no" (``answers.parse_answer``); p_yes: P(yes) within the
@@ -85,8 +86,6 @@ class PopeRow:
     threshold: float
     label: str | None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

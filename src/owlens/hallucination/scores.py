@@ -14,17 +14,18 @@ AP is NaN without a positive target.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from owlens.results import FieldsResult
 from owlens.statistics import RESAMPLES, percentile_interval
 
 __all__ = ["PopeScores", "pope_scores", "auroc", "average_precision", "paired_auroc_difference"]
 
 
 @dataclass(frozen=True)
-class PopeScores:
+class PopeScores(FieldsResult):
     """POPE's five figures (higher is better, but for yes_ratio, which a balanced model keeps near 0.5)."""
 
     accuracy: float
@@ -37,8 +38,6 @@ class PopeScores:
     tn: int
     fn: int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _ratio(numerator: float, denominator: float) -> float:

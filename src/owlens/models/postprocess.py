@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from owlens.boxes import box_iou
 from owlens.models.detection import Detections
+from owlens.results import FieldsResult
 
 __all__ = ["Box", "nms", "select_boxes"]
 
 
 @dataclass(frozen=True)
-class Box:
+class Box(FieldsResult):
     """One detected box. ``box_xyxy_px`` are pixel corners in the original image; ``index`` is its patch."""
 
     query: str
@@ -21,8 +22,6 @@ class Box:
     box_xyxy_px: tuple[float, float, float, float]
     index: int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def nms(boxes_xyxy: torch.Tensor, scores: torch.Tensor, *, iou: float, max_keep: int,

@@ -16,11 +16,12 @@ they are never unparseable.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from owlens.results import FieldsResult
 from owlens.statistics import bootstrap_ci
 from owlens.toyworld.defects import BIAS_C_MINUS, BIAS_C_PLUS, CROSS_STAR, MLLM_PRIORS
 from owlens.toyworld.text import (
@@ -52,13 +53,8 @@ NextTokenLogits = Callable[[np.ndarray, list[str]], torch.Tensor]
 Generate = Callable[[np.ndarray, list[str], int], list[str]]
 
 
-class _Result:
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 @dataclass(frozen=True)
-class PresenceResult(_Result):
+class PresenceResult(FieldsResult):
     """POPE-style accuracy on the random split (higher is better); sub-accuracies by question kind.
 
     ``hard_negative``: colour+shape questions with answer "no" whose colour or shape is present.
@@ -74,7 +70,7 @@ class PresenceResult(_Result):
 
 
 @dataclass(frozen=True)
-class CaptionResult(_Result):
+class CaptionResult(FieldsResult):
     """Micro F1 of the (colour, shape) pairs of generated captions against the scenes (higher is better)."""
 
     f1: float
@@ -85,7 +81,7 @@ class CaptionResult(_Result):
 
 
 @dataclass(frozen=True)
-class AdversarialResult(_Result):
+class AdversarialResult(FieldsResult):
     """"yes" rate to "is there a {partner} ?" on scenes with the cue and without the partner.
 
     The injected hallucination (``defects.COOCCUR_*``) should make it high; ``control_yes_rate`` asks
@@ -99,7 +95,7 @@ class AdversarialResult(_Result):
 
 
 @dataclass(frozen=True)
-class TraitDeltaResult(_Result):
+class TraitDeltaResult(FieldsResult):
     """Mean paired change of the expected trait score when C- objects are re-rendered C+.
 
     For ``defects.BIAS_TRAIT`` it should recover ``BIAS_DELTA``; for ``CONTROL_TRAIT`` it should be ~0.

@@ -8,10 +8,11 @@ methods that later try to find them know what there is to find.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from owlens.results import FieldsResult
 from owlens.toyworld import evaluate
 from owlens.toyworld.defects import BIAS_DELTA, BIAS_TRAIT, CONTROL_TRAIT, SQUARE_TRIANGLE
 from owlens.toyworld.joint_eval import joint_callables
@@ -24,7 +25,7 @@ _OWL_STREAM = 6_060_606  # seed word of the detector's held-out scenes
 
 
 @dataclass(frozen=True)
-class ToyScorecard:
+class ToyScorecard(FieldsResult):
     """Held-out figures; accuracies, F1 and AP in [0, 1] (higher is better); deltas in trait points (1–10)."""
 
     owl_ap50: float
@@ -46,8 +47,6 @@ class ToyScorecard:
     scenes: int
     seed: int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def scorecard(model, *, scenes: int = 500, seed: int = 0) -> ToyScorecard:
