@@ -51,12 +51,7 @@ class RandomPerturbation:
     def perturb(self, embedding: torch.Tensor, c_minus: str | Concept, c_plus: str | Concept, *,
                 like: Perturbation) -> Perturbation:
         """E (B, 1+N, d) and the perturbation to match → a random one of the same norms."""
-        if like.embedding.shape != embedding.shape:
-            raise ValueError(f"the perturbation to match has E' shaped {tuple(like.embedding.shape)}; "
-                             f"expected E's shape {tuple(embedding.shape)}")
-        minus, plus = Concept.of(c_minus, self.owl_template), Concept.of(c_plus, self.owl_template)
-        embedding = embedding.detach()
-        work = torch.promote_types(embedding.dtype, torch.float32)  # at least float32, float64 kept exact
+        embedding, minus, plus, work = _matching(embedding, like, c_minus, c_plus, self.owl_template)
         delta = self._delta(like.embedding.to(work) - embedding.to(work)).to(embedding.device)
         queries = query_embeds_for(self.model, (minus, plus))
         perturbed = (embedding.to(work) + delta).to(embedding.dtype)
@@ -113,12 +108,7 @@ class OrthogonalRandomPerturbation:
     def perturb(self, embedding: torch.Tensor, c_minus: str | Concept, c_plus: str | Concept, *,
                 like: Perturbation) -> Perturbation:
         """E (B, 1+N, d) and the perturbation to match → a random δ along which the concepts' logits stay put."""
-        if like.embedding.shape != embedding.shape:
-            raise ValueError(f"the perturbation to match has E' shaped {tuple(like.embedding.shape)}; "
-                             f"expected E's shape {tuple(embedding.shape)}")
-        minus, plus = Concept.of(c_minus, self.owl_template), Concept.of(c_plus, self.owl_template)
-        embedding = embedding.detach()
-        work = torch.promote_types(embedding.dtype, torch.float32)
+        embedding, minus, plus, work = _matching(embedding, like, c_minus, c_plus, self.owl_template)
         reference = (like.embedding.to(work) - embedding.to(work)).cpu()  # (B, 1+N, d)
         moved = reference.abs().amax(-1) > 0  # (B, 1+N) tokens the adversarial δ changes
         queries = query_embeds_for(self.model, (minus, plus))
@@ -158,3 +148,14 @@ class OrthogonalRandomPerturbation:
         return finish(self.model, embedding, at(delta), minus, plus, queries, self.method,
                       {"seed": self.seed, "matched": like.method, "steps": self.steps,
                        "corrections": self.corrections})
+
+
+def _matching(embedding: torch.Tensor, like: Perturbation, c_minus, c_plus, template: str):
+    """What both random controls start from: E detached (checked against the perturbation they match), the two
+    concepts, and the dtype they work in (at least float32; float64 kept exact)."""
+    if like.embedding.shape != embedding.shape:
+        raise ValueError(f"the perturbation to match has E' shaped {tuple(like.embedding.shape)}; "
+                         f"expected E's shape {tuple(embedding.shape)}")
+    embedding = embedding.detach()
+    return (embedding, Concept.of(c_minus, template), Concept.of(c_plus, template),
+            torch.promote_types(embedding.dtype, torch.float32))

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,47 +60,31 @@ def _number(text: str, expected: str) -> float:
     return value
 
 
-def positive_float(text: str) -> float:
-    value = _number(text, "a number > 0")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0; received {value:g}")
-    return value
-
-
-def probability(text: str) -> float:
-    value = _number(text, "a probability in [0, 1]")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1]; received {value:g}")
-    return value
-
-
-def open_probability(text: str) -> float:
-    """A probability strictly between 0 and 1 (a threshold on p_c, whose logit must be finite)."""
-    value = _number(text, "a probability strictly between 0 and 1")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a probability strictly between 0 and 1; received {value:g}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1] that is not a probability (a share, a region threshold)."""
-    value = _number(text, "a number in [0, 1]")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1]; received {value:g}")
-    return value
-
-
-def below(maximum: float):
-    """An argparse type: a number >= 0 and < ``maximum`` (a weight decay, say)."""
+def _ranged(expected: str, inside: Callable[[float], bool], doc: str) -> Callable[[str], float]:
+    """An argparse type: a finite number for which ``inside`` holds, refused at parse time saying ``expected``."""
 
     def parse(text: str) -> float:
-        value = _number(text, f"a number in [0, {maximum:g})")
-        if not 0 <= value < maximum:
-            raise argparse.ArgumentTypeError(f"expected a number in [0, {maximum:g}); received {value:g}")
+        value = _number(text, expected)
+        if not inside(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}; received {value:g}")
         return value
 
-    parse.__name__ = f"number in [0, {maximum:g})"
+    parse.__name__ = expected.removeprefix("a ")  # what argparse names in its own messages
+    parse.__doc__ = doc
     return parse
+
+
+positive_float = _ranged("a number > 0", lambda v: v > 0, "A number > 0 (a temperature, a budget).")
+probability = _ranged("a probability in [0, 1]", lambda v: 0 <= v <= 1, "A probability in [0, 1].")
+open_probability = _ranged("a probability strictly between 0 and 1", lambda v: 0 < v < 1,
+                           "A probability strictly between 0 and 1 (a threshold on p_c, whose logit must be finite).")
+fraction = _ranged("a number in [0, 1]", lambda v: 0 <= v <= 1,
+                   "A number in [0, 1] that is not a probability (a share, a region threshold).")
+
+
+def below(maximum: float) -> Callable[[str], float]:
+    """An argparse type: a number >= 0 and < ``maximum`` (a weight decay, say)."""
+    return _ranged(f"a number in [0, {maximum:g})", lambda v: 0 <= v < maximum, below.__doc__)
 
 
 def output_folder(path: str | Path, option: str = "--out") -> Path:
