@@ -29,6 +29,7 @@ from owlens.explain import ExplainInputs, GradientAlignment, TokenTarget
 from owlens.explain._borrow import borrowed
 from owlens.explain._lm_pass import logit_gradients
 from owlens.explain._owl_grads import box_cosines, compiled_box_cosines
+from owlens.explain._reference import literal_box_cosines
 from owlens.explain.targets import TokenPlan
 
 PAPER_LAYERS = 32  # LLaVA-1.5-7B's LM
@@ -155,13 +156,7 @@ def _owl_side(case: Case, naive_boxes: int | None):
         fast(compiled_box_cosines)
 
     def naive():
-        leaf = embedding.detach().clone().requires_grad_(True)
-        detections = model.detect(leaf, query_embeds)
-        outputs = torch.cat([detections.logits[0], detections.boxes_cxcywh[0]], -1)
-        for m in range(naive_boxes or outputs.shape[0]):
-            for j in range(5):
-                h = torch.autograd.grad(outputs[m, j], leaf, retain_graph=True)[0]
-                float((h * gradient).sum() / (h.norm() * gradient.norm()))
+        literal_box_cosines(model.detect, embedding[0], query_embeds, [gradient[0]], boxes=naive_boxes)
 
     return fast, compiled, naive
 

@@ -9,6 +9,7 @@ import torch
 from owlens.explain import AnswerTarget, ExplainInputs, GradientAlignment, TokenTarget
 from owlens.explain._lm_pass import logit_gradients
 from owlens.explain._owl_grads import compiled_box_cosines
+from owlens.explain._reference import literal_box_cosines
 from owlens.explain.targets import TokenPlan
 from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
@@ -36,16 +37,9 @@ def literal_gradient(model, embedding, prompt, token_id):
 
 
 def literal_cosines(model, embedding, query, gradient):
-    """The paper's loop: N·5 calls of torch.autograd.grad, then cos(h_m, g) over the whole (1+N)×d tensor."""
-    leaf = embedding.detach().clone().requires_grad_(True)
-    detections = model.detect(leaf, [query])
-    outputs = torch.cat([detections.logits[0], detections.boxes_cxcywh[0]], -1)  # (N, 5)
-    cosines = torch.zeros(outputs.shape, dtype=torch.float64)
-    for m in range(outputs.shape[0]):
-        for j in range(5):
-            h = torch.autograd.grad(outputs[m, j], leaf, retain_graph=True)[0][0]
-            cosines[m, j] = (h * gradient).sum() / (h.norm() * gradient.norm())
-    return cosines, detections.boxes_cxcywh[0]
+    """The paper's loop (N·5 calls of torch.autograd.grad) for one token: cosines (N, 5) and the boxes."""
+    cosines, detections = literal_box_cosines(model.detect, embedding[0], [query], [gradient])
+    return cosines[0], detections.boxes_cxcywh[0]
 
 
 def _assert_matches_literal(model, saliency, embedding, prompt):

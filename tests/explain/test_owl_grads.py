@@ -5,6 +5,7 @@ import torch
 
 from owlens.explain._owl_grads import box_cosines
 from owlens.explain._owl_layer import attention_block, attention_tangent, check_layer
+from owlens.explain._reference import literal_box_cosines
 from owlens.models.detection import DetectionBranch
 from owlens.toyworld.tiny import TINY_VOCAB, tiny_owl
 
@@ -39,16 +40,7 @@ def _setup(owl, seed=0, queries=2):
 
 def literal(branch, embedding, query_embeds, tangents, query_index):
     """One torch.autograd.grad per box, output and token: the paper's loop."""
-    leaf = embedding.detach().clone().requires_grad_(True)
-    detections = branch.detect(leaf[None], query_embeds)
-    cosines = torch.zeros(len(tangents), detections.logits.shape[1], 5, dtype=torch.float64)
-    for l, (g, q) in enumerate(zip(tangents, query_index.tolist())):
-        outputs = torch.cat([detections.logits[0, :, q:q + 1], detections.boxes_cxcywh[0]], -1)
-        for m in range(outputs.shape[0]):
-            for j in range(5):
-                h = torch.autograd.grad(outputs[m, j], leaf, retain_graph=True)[0]
-                cosines[l, m, j] = (h * g).sum() / (h.norm() * g.norm())
-    return cosines, detections
+    return literal_box_cosines(branch.detect, embedding, query_embeds, tangents, query_index.tolist())
 
 
 @pytest.mark.parametrize("make", [lambda d: tiny_owl(1, dtype=d), _owlv2], ids=["owlvit", "owlv2"])
