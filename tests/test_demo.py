@@ -7,12 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from owlens.models.loading import TOY_WEIGHTS
-
 sys.path.insert(0, str(Path(__file__).parent / "viz"))
 from test_report import click_token, open_in_browser, shown_map  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (TOY_WEIGHTS / "align").is_dir(), reason="toy-world weights not shipped")
+pytestmark = pytest.mark.toy_weights
 
 
 @pytest.fixture(scope="module")

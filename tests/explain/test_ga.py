@@ -246,13 +246,7 @@ def test_borrowed_state_is_returned_even_after_an_error(monkeypatch, fail):
     assert all(p.grad is None for p in model.parameters())
 
 
-def _toy_weights_exist():
-    from owlens.models.loading import TOY_WEIGHTS
-
-    return all((TOY_WEIGHTS / name).is_dir() for name in ("owl", "llava", "align"))
-
-
-@pytest.mark.skipif(not _toy_weights_exist(), reason="toy-world weights not built yet (src/owlens/toyworld/weights)")
+@pytest.mark.toy_weights
 def test_toy_world_equals_the_literal_loop():
     import numpy as np
 

@@ -7,6 +7,7 @@ from owlens.explain._owl_grads import box_cosines
 from owlens.explain._owl_layer import attention_block, attention_tangent, check_layer
 from owlens.explain._reference import literal_box_cosines
 from owlens.models.detection import DetectionBranch
+from owlens.models.loading import TOY_WEIGHTS
 from owlens.toyworld.tiny import TINY_VOCAB, tiny_owl
 
 
@@ -103,17 +104,11 @@ def test_other_layers_are_refused():
         check_layer(torch.nn.Linear(2, 2))
 
 
-def _toy_owl():
-    from owlens.models.loading import TOY_WEIGHTS
-
-    return TOY_WEIGHTS / "owl"
-
-
-@pytest.mark.skipif(not _toy_owl().is_dir(), reason="toy-world OWL weights not built yet")
+@pytest.mark.toy_weights
 def test_trained_toy_owl_equals_the_literal_loop():
     from transformers import OwlViTForObjectDetection
 
-    owl = OwlViTForObjectDetection.from_pretrained(_toy_owl(), dtype=torch.float64).eval()
+    owl = OwlViTForObjectDetection.from_pretrained(TOY_WEIGHTS / "owl", dtype=torch.float64).eval()
     branch, embedding, query_embeds = _setup(owl, seed=6)
     query_embeds = torch.nn.functional.pad(query_embeds, (0, owl.config.text_config.hidden_size - 32))
     tangents = torch.randn(2, *embedding.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)

@@ -4,12 +4,8 @@ import math
 
 import pytest
 
-from owlens.models.loading import TOY_WEIGHTS
 
-SHIPPED = all((TOY_WEIGHTS / part / "model.safetensors").is_file() for part in ("owl", "llava", "align"))
-
-
-@pytest.mark.skipif(not SHIPPED, reason="shipped toy-world weights not built yet")
+@pytest.mark.toy_weights
 def test_the_flag_finds_the_wrong_answers_on_the_adversarial_split(tmp_path):
     from owlens.evaluation.hallucination_validation import validate_hallucination
     from owlens.models.joint import JointModel

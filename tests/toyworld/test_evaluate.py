@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from owlens.models.loading import TOY_WEIGHTS
 from owlens.toyworld import defects, evaluate, world
 from owlens.toyworld.text import CAPTION_QUESTION, caption
 from owlens.toyworld.tokenizer import vocabulary
 
 VOCAB = vocabulary()
 V = len(VOCAB)
-SHIPPED = Path(evaluate.__file__).parent / "weights" / "llava"
+SHIPPED = TOY_WEIGHTS / "llava"
 
 
 def _one_hot(words: list[str]) -> torch.Tensor:
@@ -110,7 +109,7 @@ def test_caption_f1_counts_pairs(monkeypatch):
     assert 0.0 < result.f1 < 1.0 and result.precision <= 1.0
 
 
-@pytest.mark.skipif(not (SHIPPED / "config.json").exists(), reason="shipped toy LLaVA weights not built yet")
+@pytest.mark.toy_weights
 def test_shipped_llava_answers_presence_questions():
     from transformers import LlavaForConditionalGeneration
 

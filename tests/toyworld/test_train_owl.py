@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from owlens.models.loading import TOY_WEIGHTS
 from owlens.persist import load_state
 from owlens.toyworld import owl_ap
 from owlens.toyworld.checkpointing import CHECKPOINT_NAME
@@ -14,7 +15,7 @@ from owlens.toyworld.tokenizer import build_tokenizer
 from owlens.toyworld.train_owl import build_model, detect, evaluate_ap50, query_tokens, train
 from owlens.toyworld.world import sample_scene, to_pixel_values
 
-SHIPPED = Path(__file__).resolve().parents[2] / "src" / "owlens" / "toyworld" / "weights" / "owl"
+SHIPPED = TOY_WEIGHTS / "owl"
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,7 @@ def test_staged_training_resumes_exactly_and_saves_a_loadable_model(tmp_path, to
     assert next(loaded.parameters()).dtype == torch.float32
 
 
-@pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped OWL weights")
+@pytest.mark.toy_weights
 def test_shipped_owl_detects_held_out_scenes():
     from transformers import OwlViTForObjectDetection, PreTrainedTokenizerFast
 
