@@ -19,7 +19,7 @@ from PIL import Image
 
 from owlens.evaluation.bias_validation import validate_bias
 from owlens.explain import AnswerTarget, ExplainInputs
-from owlens.explain.registry import make_explainer
+from owlens.explain.registry import METHODS, make_explainer
 from owlens.hallucination.calibration import resolve_grounding
 from owlens.hallucination.check import ground
 from owlens.models.joint import JointModel
@@ -37,8 +37,7 @@ class DemoSettings:
     seed: int = 0
     # explainers run on every answer token: GA (the paper's method) first, the object-level attribution that names
     # the objects a token rests on, then the baselines both are read against
-    methods: tuple[str, ...] = ("ga", "object_attribution", "gradient", "gradient_input", "attention", "rollout",
-                                "detection_only", "random")
+    methods: tuple[str, ...] = tuple(METHODS)
     bias_scenes: int = 40  # held-out scenes in the bias probe
     max_new_tokens: int = 24
 

@@ -70,7 +70,6 @@ class PerturbationSpec(FieldsResult):
                    owl_template=owl_template, region=self.region)
 
 
-
 @dataclass(frozen=True)
 class GroupSpec:
     """One image folder, perturbed from C− (what its images show) to C+."""

@@ -56,7 +56,6 @@ class CausalTruth(FieldsResult):
         return tuple(self.logit - v for v in self.logit_without)
 
 
-
 def _variants(case, cue_shape: str | None):
     scene = case.scene
     images = [scene.image] + [without(scene, [k]).image for k in range(len(scene.objects))]

@@ -46,7 +46,6 @@ class InjectedDefect(FieldsResult):
     mean_presence: float
 
 
-
 @dataclass(frozen=True)
 class CaptionCheck:
     """CHAIR of free captions, and whether the detector's verdicts find the hallucinated mentions
@@ -72,7 +71,6 @@ class ObjectCheck(FieldsResult):
     false_ungrounded_rate: float
     hallucinated: int
     hallucinated_flagged_rate: float
-
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,6 @@ class DeletionInsertionResult(FieldsResult):
     insertion: list[float]
 
 
-
 def token_order(saliency_map, grid: tuple[int, int], seed: int = 0) -> np.ndarray:
     """Map (H, W) → token indices (N,), most relevant first (patch averages; ties by a fixed seeded permutation)."""
     values = torch.from_numpy(as_map(saliency_map))[None, None]

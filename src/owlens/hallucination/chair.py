@@ -30,7 +30,6 @@ class CaptionMentions(FieldsResult):
     hallucinated: tuple[str, ...]
 
 
-
 @dataclass(frozen=True)
 class ChairResult:
     """CHAIR_s and CHAIR_i (lower is better) and the counts behind them."""

@@ -45,7 +45,6 @@ class ObjectVerdict(FieldsResult):
     flag_score: float | None = None
 
 
-
 @dataclass(frozen=True)
 class CheckResult:
     """The answer to ``prompt`` and a verdict for every object it mentions, in order of first mention.

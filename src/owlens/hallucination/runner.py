@@ -87,7 +87,6 @@ class PopeRow(FieldsResult):
     label: str | None
 
 
-
 @dataclass(frozen=True)
 class PopeRunResult:
     """What a run did: rows written now, rows found from earlier runs, questions skipped for their image."""

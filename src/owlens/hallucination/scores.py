@@ -39,7 +39,6 @@ class PopeScores(FieldsResult):
     fn: int
 
 
-
 def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator) / float(denominator) if denominator else 0.0
 

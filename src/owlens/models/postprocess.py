@@ -23,7 +23,6 @@ class Box(FieldsResult):
     index: int
 
 
-
 def nms(boxes_xyxy: torch.Tensor, scores: torch.Tensor, *, iou: float, max_keep: int,
         threshold: float = float("-inf")) -> list[int]:
     """Greedy non-maximum suppression: indices of boxes (N, 4) kept, best score (N,) first.

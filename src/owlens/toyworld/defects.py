@@ -56,7 +56,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True)
 class CoOccurrence:
     """One injected prior: in training scenes ``cue`` comes with ``partner`` at ``rate``; and the shape-only

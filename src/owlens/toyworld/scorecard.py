@@ -48,7 +48,6 @@ class ToyScorecard(FieldsResult):
     seed: int
 
 
-
 def scorecard(model, *, scenes: int = 500, seed: int = 0) -> ToyScorecard:
     """Score a toy-world ``JointModel`` (its detector, its LLaVA, and J itself) on ``scenes`` held-out items."""
     rng = np.random.default_rng([_OWL_STREAM, seed])

@@ -43,7 +43,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True)
 class LlavaRecipe:
     """Steps and data mix of the stages (defaults = the shipped weights)."""

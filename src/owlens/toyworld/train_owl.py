@@ -110,8 +110,6 @@ def build_image_processor():
     )
 
 
-
-
 def train(
     out_dir: Path,
     *,
