@@ -13,16 +13,13 @@ import torch
 
 from owlens.bias.perturbation import Concept
 
+pytestmark = pytest.mark.toy_weights  # every test here runs on the shipped toy world
 
 @pytest.fixture(scope="module")
 def toy():
     from owlens.models.joint import JointModel
-    from owlens.models.loading import CheckpointNotFoundError
 
-    try:
-        return JointModel.from_pretrained(device="cpu", dtype="fp32")
-    except CheckpointNotFoundError:
-        pytest.skip("the toy-world weights are not built")
+    return JointModel.from_pretrained(device="cpu", dtype="fp32")
 
 
 @pytest.fixture(scope="module")
