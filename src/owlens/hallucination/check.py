@@ -70,9 +70,9 @@ class CheckResult:
 
 
 @torch.no_grad()
-def ground(model, embedding: torch.Tensor, names: Sequence[str], size: tuple[int, int],
+def ground(model, embedding: torch.Tensor, names: Sequence[str], image_size: tuple[int, int],
            threshold: PresenceThreshold | Grounding, query_template: str = QUERY_TEMPLATE) -> list[ObjectVerdict]:
-    """E (1, 1+N, d) of an image of ``size`` (width, height) and object names → one verdict per name.
+    """E (1, 1+N, d) of an image of ``image_size`` (width, height) and object names → one verdict per name.
 
     ``threshold``: τ (the detector alone), or a ``Grounding`` (``calibration.resolve_grounding``).
     """
@@ -83,7 +83,7 @@ def ground(model, embedding: torch.Tensor, names: Sequence[str], size: tuple[int
     detections = model.detect(embedding, queries)
     logits = detections.logits.float()[0]  # (N, Q)
     best_logit, best = logits.max(dim=0)  # (Q,)
-    boxes = detections.boxes_xyxy_px(*size)[0, best]  # (Q, 4)
+    boxes = detections.boxes_xyxy_px(image_size)[0, best]  # (Q, 4)
     z = best_logit.cpu().double().numpy()
     grounded, chance, scores = z > grounding.threshold.logit, [None] * len(names), [None] * len(names)
     if grounding.combined:

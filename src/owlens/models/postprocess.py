@@ -39,11 +39,12 @@ def nms(boxes_xyxy: torch.Tensor, scores: torch.Tensor, *, iou: float, max_keep:
     return kept
 
 
-def select_boxes(detections: Detections, queries: list[str], width: int, height: int, *, image: int = 0,
+def select_boxes(detections: Detections, queries: list[str], image_size: tuple[int, int], *, image: int = 0,
                  threshold: float = 0.1, nms_iou: float = 0.3, max_per_query: int = 10) -> list[Box]:
-    """Boxes of one image whose score passes ``threshold``, non-maximum suppressed per query, best first."""
+    """Boxes of one image of ``image_size`` (width, height) whose score passes ``threshold``, non-maximum
+    suppressed per query, best first."""
     scores = detections.scores[image]  # (N, Q)
-    boxes = detections.boxes_xyxy_px(width, height)[image]  # (N, 4)
+    boxes = detections.boxes_xyxy_px(image_size)[image]  # (N, 4)
     selected: list[Box] = []
     for q, query in enumerate(queries):
         kept = nms(boxes, scores[:, q], iou=nms_iou, max_keep=max_per_query, threshold=threshold)
