@@ -15,7 +15,11 @@ __all__ = ["Box", "nms", "select_boxes"]
 
 @dataclass(frozen=True)
 class Box(FieldsResult):
-    """One detected box. ``box_xyxy_px`` are pixel corners in the original image; ``index`` is its patch."""
+    """One detected box, as ``owlens detect`` reports it and as a hallucination verdict holds its best box.
+
+    query: the detector query it answers. score: sigmoid of its logit for that query.
+    box_xyxy_px: corners x0, y0, x1, y1 in pixels of the original image. index: the patch that predicts it.
+    """
 
     query: str
     score: float
