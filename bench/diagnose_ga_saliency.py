@@ -51,7 +51,7 @@ def diagnose(model, case, embedding) -> dict:
     game = PointingGame(POINTING_TOLERANCE_PX)
 
     def points(weights: torch.Tensor) -> float:
-        return game(paint_boxes(corners, minmax(weights.float()[:, None])[:, 0], 64, 64), case.truth_mask)
+        return game(paint_boxes(corners, minmax(weights.float()[:, None])[:, 0], (64, 64)), case.truth_mask)
 
     scores = torch.sigmoid(z.detach().double())
     iou = box_iou(corners.numpy(), case.truth_boxes).max(1)

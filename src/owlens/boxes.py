@@ -26,8 +26,9 @@ def _namespace(array):
 def cxcywh_to_xyxy(boxes, image_size: tuple[int, int] | None = None):
     """(..., 4) cx, cy, w, h → (..., 4) x0, y0, x1, y1.
 
-    With ``image_size`` = (W, H) the boxes are taken as normalised to [0, 1] and the corners are in pixels
-    (x scaled by W, y by H, after the conversion). Keeps the dtype: cast first for the precision wanted.
+    With ``image_size`` = (width, height) the boxes are taken as normalised to [0, 1] and the corners are in
+    pixels (x scaled by the width, y by the height, after the conversion). Keeps the dtype: cast first for the
+    precision wanted.
     """
     xp = _namespace(boxes)
     cx, cy, w, h = boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]

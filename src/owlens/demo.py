@@ -92,7 +92,8 @@ def _item(model, folder: Path, item_id: str, scene, question: str, explainers: d
     names = toy_vocabulary().mentions(question if text.strip() == "yes" else text)
     verdicts = ground(model, embedding, names, image.size, grounding)
     answer_tokens = [{"index": i, "token": t, "token_id": k} for i, (t, k) in enumerate(zip(tokens, token_ids))]
-    detections = [{"query": v.query, "score": v.presence, "box_xyxy_px": list(v.box_xyxy_px)} for v in verdicts]
+    detections = [{"query": d.query, "score": d.score, "box_xyxy_px": list(d.box_xyxy_px)}
+                  for d in (v.detection for v in verdicts)]
     return {
         "id": item_id, "image": save_image(folder, item_id, image), "size": list(image.size),
         "answer": {"prompt": question, "text": text, "tokens": answer_tokens},

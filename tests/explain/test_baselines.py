@@ -147,7 +147,7 @@ def test_detection_only_paints_owl_scores_for_the_query(model):
     with torch.no_grad():
         detections = model.detect(inputs.embedding, ["a photo of a star"])
     scores = detections.scores[0, :, 0]
-    expected = paint_boxes(boxes_to_pixels(detections.boxes_cxcywh[0], (64, 64)), scores, 64, 64)
+    expected = paint_boxes(boxes_to_pixels(detections.boxes_cxcywh[0], (64, 64)), scores, (64, 64))
     torch.testing.assert_close(saliency.map, expected)
     torch.testing.assert_close(saliency.class_weights, scores)
     assert saliency.query == "a photo of a star" and saliency.token == "circle" and saliency.coord_weights is None

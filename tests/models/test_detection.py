@@ -52,7 +52,7 @@ def test_presence_and_pixel_boxes_follow_their_definitions():
     expected = torch.sigmoid(detections.logits.max(dim=1).values)
     torch.testing.assert_close(detections.presence(), expected)
     cx, cy, w, h = detections.boxes_cxcywh[0, 5].tolist()
-    x0, y0, x1, y1 = detections.boxes_xyxy_px(200, 100)[0, 5].tolist()
+    x0, y0, x1, y1 = detections.boxes_xyxy_px((200, 100))[0, 5].tolist()
     assert x0 == pytest.approx((cx - w / 2) * 200, abs=1e-4) and y1 == pytest.approx((cy + h / 2) * 100, abs=1e-4)
 
 

@@ -41,22 +41,22 @@ def run(args: argparse.Namespace) -> int:
         result = model.generate(embedding, [prompt], max_new_tokens=args.max_new_tokens, do_sample=args.sample,
                                 temperature=args.temperature, seed=args.seed)
     payload = {"image": args.image, "prompt": prompt, "answer": result.texts[0], "token_ids": result.token_ids[0]}
-    verdicts = _verdicts(args, model, embedding, prompt, result.texts[0]) if args.check else None
-    if verdicts is not None:
-        payload.update(verdicts)
+    grounding, objects = _verdicts(args, model, embedding, result.texts[0]) if args.check else (None, None)
+    if grounding is not None:
+        payload.update({"threshold": grounding.threshold.probability, "threshold_source": grounding.source,
+                        "objects": [o.to_dict() for o in objects],
+                        "ungrounded": [o.name for o in objects if not o.grounded]})
     if args.json:
         write_json(payload)
         return 0
     print(result.texts[0])
-    if verdicts is not None:
-        from owlens.hallucination.check import ObjectVerdict
-
-        objects = [ObjectVerdict(**{**o, "box_xyxy_px": tuple(o["box_xyxy_px"])}) for o in verdicts["objects"]]
-        print_verdicts(objects, verdicts["threshold"], verdicts["threshold_source"])
+    if grounding is not None:
+        print_verdicts(objects, grounding.threshold.probability, grounding.source)
     return 0
 
 
-def _verdicts(args, model, embedding, prompt: str, answer: str) -> dict:
+def _verdicts(args, model, embedding, answer: str) -> tuple:
+    """(the ``Grounding`` that judged, one ``ObjectVerdict`` per object the answer claims)."""
     from owlens.hallucination.calibration import resolve_grounding
     from owlens.hallucination.check import claimed, ground
     from owlens.hallucination.vocabulary import coco_vocabulary
@@ -66,6 +66,4 @@ def _verdicts(args, model, embedding, prompt: str, answer: str) -> dict:
     toy = args.vocabulary == "toy" or (args.vocabulary == "auto" and not (args.owl or args.mllm))
     grounding = resolve_grounding(model, args.threshold)  # as `owlens check` judges
     names = claimed(args.prompt, answer, toy_vocabulary() if toy else coco_vocabulary())
-    objects = ground(model, embedding, names, load_image(args.image).size, grounding)
-    return {"threshold": grounding.threshold.probability, "threshold_source": grounding.source,
-            "objects": [o.to_dict() for o in objects], "ungrounded": [o.name for o in objects if not o.grounded]}
+    return grounding, ground(model, embedding, names, load_image(args.image).size, grounding)

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     with torch.no_grad():
         detections = model.detect(model.encode_images(image), args.query)
-    boxes = select_boxes(detections, args.query, image.width, image.height, threshold=args.threshold,
+    boxes = select_boxes(detections, args.query, image.size, threshold=args.threshold,
                          max_per_query=args.max_per_query)
     presence = detections.presence()[0].tolist()
     if args.out:

@@ -63,8 +63,9 @@ class Explainer:
         raise NotImplementedError
 
 
-def grid_to_image(values: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """Per-token values (rows·cols,) in the grid's row-major order → map (H, W) float32 at ``size`` = (W, H).
+def grid_to_image(values: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
+    """Per-token values (rows·cols,) in the grid's row-major order → map (H, W) float32 for an image of
+    ``image_size`` (width, height).
 
     Each token paints its own cell, the image region its patch covers; where a pixel straddles two cells (sizes
     that the grid does not divide) it keeps the larger value, as ``maps.paint_boxes`` paints boxes.
@@ -72,16 +73,17 @@ def grid_to_image(values: torch.Tensor, grid: tuple[int, int], size: tuple[int, 
     rows, cols = grid
     if values.numel() != rows * cols:
         raise ValueError(f"expected one value per grid cell ({rows}x{cols} = {rows * cols}); received {values.numel()}")
-    width, height = size
+    width, height = image_size
     r, c = torch.meshgrid(torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64),
                           indexing="ij")
     cells = torch.stack([c * width / cols, r * height / rows, (c + 1) * width / cols, (r + 1) * height / rows], -1)
-    return paint_boxes(cells.view(-1, 4), values.detach().cpu().double().flatten(), width, height)
+    return paint_boxes(cells.view(-1, 4), values.detach().cpu().double().flatten(), image_size)
 
 
-def grid_saliency(values: torch.Tensor, model, plan: TokenPlan, t: int, logit: float, size: tuple[int, int],
-                  method: str) -> Saliency:
-    """Non-negative per-token relevance (N,) of token t of ``plan`` → ``Saliency`` (map scaled by its maximum).
+def grid_saliency(values: torch.Tensor, model, plan: TokenPlan, t: int, logit: float,
+                  image_size: tuple[int, int], method: str) -> Saliency:
+    """Non-negative per-token relevance (N,) of token t of ``plan`` → ``Saliency`` (map scaled by its maximum)
+    for an image of ``image_size`` (width, height).
 
     Scaling by the maximum, not min-max, keeps zero as "no relevance" and the ratios between tokens (relevance
     mass depends on them); an all-zero relevance stays an all-zero map.
@@ -92,5 +94,6 @@ def grid_saliency(values: torch.Tensor, model, plan: TokenPlan, t: int, logit: f
                          f"{float(values.min())}")
     peak = float(values.max())
     scaled = values / peak if peak > 0 else values
-    return Saliency(map=grid_to_image(scaled, model.grid, size), token=plan.tokens[t], token_id=plan.token_ids[t],
-                    position=plan.positions[t], logit=logit, query=plan.queries[t], method=method, image_size=size)
+    return Saliency(map=grid_to_image(scaled, model.grid, image_size), token=plan.tokens[t],
+                    token_id=plan.token_ids[t], position=plan.positions[t], logit=logit, query=plan.queries[t],
+                    method=method, image_size=image_size)

@@ -41,7 +41,7 @@ class DetectionOnly(Explainer):
             row = []
             for t in range(len(plan.positions)):
                 weights = scores[:, queries.index(plan.queries[t])]
-                row.append(Saliency(map=paint_boxes(corners, weights, *size), token=plan.tokens[t],
+                row.append(Saliency(map=paint_boxes(corners, weights, size), token=plan.tokens[t],
                                     token_id=plan.token_ids[t], position=plan.positions[t],
                                     logit=float(logits[b, t]), query=plan.queries[t], method=self.method,
                                     image_size=size, boxes_cxcywh=boxes, class_weights=weights))

@@ -58,18 +58,18 @@ class GradientAlignment(Explainer):
             index = torch.tensor([queries.index(q) for q in plan.queries])
             result = self._box_cosines(self.model.detection, inputs.embedding[b], query_embeds, grads[:count], index,
                                  chunk=self.chunk)
-        width, height = inputs.image_sizes[b]
-        return [_saliency(result.cosines[t], result.boxes_cxcywh, plan, t, float(logits[t]), (width, height),
+        return [_saliency(result.cosines[t], result.boxes_cxcywh, plan, t, float(logits[t]), inputs.image_sizes[b],
                           self.method) for t in range(count)]
 
 
 def _saliency(cosines: torch.Tensor, boxes: torch.Tensor, plan: TokenPlan, t: int, logit: float,
-              size: tuple[int, int], method: str) -> Saliency:
-    """cosines (N, 5) of one token → ``Saliency``: min-max per column over boxes, boxes painted by class weight."""
+              image_size: tuple[int, int], method: str) -> Saliency:
+    """cosines (N, 5) of one token, image of ``image_size`` (width, height) → ``Saliency``: min-max per column
+    over boxes, boxes painted by class weight."""
     cosines, boxes = cosines.detach().cpu(), boxes.detach().cpu()
     weights = minmax(cosines)
-    painted = paint_boxes(boxes_to_pixels(boxes, size), weights[:, 0], *size)
+    painted = paint_boxes(boxes_to_pixels(boxes, image_size), weights[:, 0], image_size)
     return Saliency(map=painted, token=plan.tokens[t], token_id=plan.token_ids[t], position=plan.positions[t],
-                    logit=logit, query=plan.queries[t], method=method, image_size=size, boxes_cxcywh=boxes,
+                    logit=logit, query=plan.queries[t], method=method, image_size=image_size, boxes_cxcywh=boxes,
                     class_weights=weights[:, 0], coord_weights=weights[:, 1:], class_cosines=cosines[:, 0],
                     coord_cosines=cosines[:, 1:])

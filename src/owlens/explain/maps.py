@@ -22,17 +22,19 @@ def minmax(values: torch.Tensor) -> torch.Tensor:
 
 
 def boxes_to_pixels(boxes_cxcywh: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-    """(N, 4) cx, cy, w, h normalised to [0, 1] → (N, 4) x0, y0, x1, y1 in pixels of ``image_size`` = (W, H)."""
+    """(N, 4) cx, cy, w, h normalised to [0, 1] → (N, 4) x0, y0, x1, y1 in pixels of ``image_size`` (width, height)."""
     # float64: the corners decide which pixels a box paints, and float32 would move edges that sit on a pixel border
     return cxcywh_to_xyxy(boxes_cxcywh.double(), image_size)
 
 
-def paint_boxes(boxes_xyxy_px: torch.Tensor, weights: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Boxes (N, 4) pixel corners x0, y0, x1, y1 and weights (N,) → map (height, width) float32.
+def paint_boxes(boxes_xyxy_px: torch.Tensor, weights: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """Boxes (N, 4) pixel corners x0, y0, x1, y1 and weights (N,) → map (H, W) float32 for an image of
+    ``image_size`` (width, height).
 
     Each box, clipped to the image, paints every pixel it overlaps with its weight; the map is the pixelwise max
     over boxes, and 0 where no box lies (pixel (r, c) covers [c, c+1) x [r, r+1)).
     """
+    width, height = image_size
     canvas = torch.zeros(height, width, dtype=torch.float32)
     for (x0, y0, x1, y1), weight in zip(boxes_xyxy_px.tolist(), weights.tolist()):
         cols = _span(x0, x1, width)

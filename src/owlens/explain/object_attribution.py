@@ -62,14 +62,15 @@ def _distinct(order: list[int], overlap: torch.Tensor) -> list[int]:
     return kept
 
 
-def covered_tokens(boxes_xyxy_px: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """Boxes (A, 4) pixel corners → bool (A, N): the patches whose centre lies inside each box.
+def covered_tokens(boxes_xyxy_px: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
+    """Boxes (A, 4) pixel corners in an image of ``image_size`` (width, height) → bool (A, N): the patches whose
+    centre lies inside each box.
 
     A box is predicted by one patch (box a by patch a when A = N); a box too small to hold any centre covers
     the patch nearest its own centre, so that no atom is empty.
     """
     rows, cols = grid
-    width, height = size
+    width, height = image_size
     r, c = torch.meshgrid(torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64),
                           indexing="ij")
     cx, cy = ((c + 0.5) * width / cols).flatten(), ((r + 0.5) * height / rows).flatten()  # (N,)
@@ -138,7 +139,7 @@ class ObjectAttribution(Explainer):
 
     def _image(self, embedding, pixels, plan: TokenPlan, relevance, logits, scores, boxes, size) -> list[Saliency]:
         """One image: E (1+N, d), pixels (3, H, W) or None, relevance (L, N), logits (L,), scores (N, C), boxes
-        (N, 4) → one map per token."""
+        (N, 4), size (width, height) → one map per token."""
         corners = boxes_to_pixels(boxes, size)  # (N, 4) float64
         overlap = box_iou(corners, corners) >= _SAME_OBJECT_IOU  # (N, N)
         # Name each box by the best query over the boxes that overlap it: (N, C) max over its neighbours.
@@ -163,7 +164,7 @@ class ObjectAttribution(Explainer):
             raw = mass[t] if self.weighting == "gradient" else (logits[t] - without[t]).clamp(min=0)
             weights = raw / raw.max() if float(raw.max()) > 0 else torch.zeros_like(raw)
             token_map = relevance[t] / relevance[t].max() if float(relevance[t].max()) > 0 else relevance[t]
-            canvas = paint_boxes(corners[atoms], weights, *size) + self.tie_weight * grid_to_image(
+            canvas = paint_boxes(corners[atoms], weights, size) + self.tie_weight * grid_to_image(
                 token_map, self.model.grid, size)
             peak = float(canvas.max())
             per_box = torch.zeros(len(boxes))

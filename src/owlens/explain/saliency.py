@@ -45,7 +45,7 @@ class ObjectEvidence:
 class Saliency:
     """One explanation: why the MLLM gave one token for one image.
 
-    map: (H, W) float32 in [0, 1] at the image's resolution (``image_size`` = (W, H)); 0 where nothing points.
+    map: (H, W) float32 in [0, 1] at the image's resolution (``image_size`` = (width, height)); 0 where nothing points.
     token, token_id: the explained token (for GA, the last sub-token of the string the user named).
     position: index, in the prompt plus any teacher-forced text (padding excluded), of the position whose
         logit predicts the token; the token itself sits at position + 1.

@@ -22,27 +22,52 @@ from owlens.hallucination.flag import PresenceThreshold
 from owlens.hallucination.pope_format import object_of
 from owlens.hallucination.vocabulary import ObjectVocabulary
 from owlens.images import load_image
+from owlens.models.postprocess import Box
 from owlens.queries import QUERY_TEMPLATE
-from owlens.results import FieldsResult
 
 __all__ = ["ObjectVerdict", "CheckResult", "ground", "check", "claimed"]
 
 
 @dataclass(frozen=True)
-class ObjectVerdict(FieldsResult):
-    """One mentioned object. ``presence`` = sigmoid(``presence_logit``), the max over boxes for ``query``;
-    ``box_xyxy_px`` is that best box in pixels of the original image. ``grounded``: presence_logit > τ with the
-    detector alone; with a calibrated combined flag, its score for "yes, there is a {name}" (``flag_score``,
-    from the MLLM's own ``p_yes`` and the detector's z_c) stays under the calibration's cut."""
+class ObjectVerdict:
+    """One mentioned object, judged on the detector's best box for it.
+
+    name: the object as the vocabulary names it.
+    detection: that best box, a ``Box`` as ``owlens detect`` reports one: its ``query`` (the name in the query
+        template), ``score`` (p_c, read here as ``presence``), ``box_xyxy_px`` (pixels of the original image) and
+        ``index`` (the patch that predicts it).
+    presence_logit: z_c, the max over boxes of the logit for the query; presence = sigmoid(presence_logit).
+    grounded: presence_logit > τ with the detector alone; with a calibrated combined flag, its score for "yes,
+        there is a {name}" (``flag_score``, from the MLLM's own ``p_yes`` and z_c) stays under the calibration's cut.
+    p_yes, flag_score: None unless the combined flag judged.
+    """
 
     name: str
-    query: str
-    presence: float
+    detection: Box
     presence_logit: float
-    box_xyxy_px: tuple[float, float, float, float]
     grounded: bool
     p_yes: float | None = None
     flag_score: float | None = None
+
+    @property
+    def query(self) -> str:
+        return self.detection.query
+
+    @property
+    def presence(self) -> float:
+        """p_c, the best box's score."""
+        return self.detection.score
+
+    @property
+    def box_xyxy_px(self) -> tuple[float, float, float, float]:
+        return self.detection.box_xyxy_px
+
+    def to_dict(self) -> dict:
+        """The flat keys ``owlens check --json`` and run.json have always written (the report reads them); the
+        patch index is left out, as it was before the box was a ``Box``."""
+        return {"name": self.name, "query": self.query, "presence": self.presence,
+                "presence_logit": self.presence_logit, "box_xyxy_px": self.box_xyxy_px, "grounded": self.grounded,
+                "p_yes": self.p_yes, "flag_score": self.flag_score}
 
 
 @dataclass(frozen=True)
@@ -70,9 +95,9 @@ class CheckResult:
 
 
 @torch.no_grad()
-def ground(model, embedding: torch.Tensor, names: Sequence[str], size: tuple[int, int],
+def ground(model, embedding: torch.Tensor, names: Sequence[str], image_size: tuple[int, int],
            threshold: PresenceThreshold | Grounding, query_template: str = QUERY_TEMPLATE) -> list[ObjectVerdict]:
-    """E (1, 1+N, d) of an image of ``size`` (width, height) and object names → one verdict per name.
+    """E (1, 1+N, d) of an image of ``image_size`` (width, height) and object names → one verdict per name.
 
     ``threshold``: τ (the detector alone), or a ``Grounding`` (``calibration.resolve_grounding``).
     """
@@ -83,7 +108,7 @@ def ground(model, embedding: torch.Tensor, names: Sequence[str], size: tuple[int
     detections = model.detect(embedding, queries)
     logits = detections.logits.float()[0]  # (N, Q)
     best_logit, best = logits.max(dim=0)  # (Q,)
-    boxes = detections.boxes_xyxy_px(*size)[0, best]  # (Q, 4)
+    boxes = detections.boxes_xyxy_px(image_size)[0, best]  # (Q, 4)
     z = best_logit.cpu().double().numpy()
     grounded, chance, scores = z > grounding.threshold.logit, [None] * len(names), [None] * len(names)
     if grounding.combined:
@@ -95,8 +120,8 @@ def ground(model, embedding: torch.Tensor, names: Sequence[str], size: tuple[int
         scores = grounding.flag.scores(np.ones(len(names), dtype=bool), z, chance)
         grounded = scores <= grounding.cut
         chance, scores = [float(v) for v in chance], [float(v) for v in scores]
-    return [ObjectVerdict(name, query, float(torch.sigmoid(best_logit[q])), float(best_logit[q]),
-                          tuple(float(v) for v in boxes[q]), bool(grounded[q]), chance[q], scores[q])
+    return [ObjectVerdict(name, Box(query, float(torch.sigmoid(best_logit[q])), tuple(float(v) for v in boxes[q]),
+                                    int(best[q])), float(best_logit[q]), bool(grounded[q]), chance[q], scores[q])
             for q, (name, query) in enumerate(zip(names, queries))]
 
 

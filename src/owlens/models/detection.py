@@ -35,9 +35,9 @@ class Detections:
         """(B, N, Q) sigmoid of ``logits``, computed in float32."""
         return torch.sigmoid(self.logits.float())
 
-    def boxes_xyxy_px(self, width: int, height: int) -> torch.Tensor:
-        """(B, N, 4) corners x0, y0, x1, y1 in pixels of an image of the given size."""
-        return cxcywh_to_xyxy(self.boxes_cxcywh.float(), (width, height))
+    def boxes_xyxy_px(self, image_size: tuple[int, int]) -> torch.Tensor:
+        """(B, N, 4) corners x0, y0, x1, y1 in pixels of an image of ``image_size`` (width, height)."""
+        return cxcywh_to_xyxy(self.boxes_cxcywh.float(), image_size)
 
     def presence(self) -> torch.Tensor:
         """(B, Q) p_c = sigmoid(max over boxes of the logit), the presence score of docs/design.md §4."""

@@ -15,7 +15,11 @@ __all__ = ["Box", "nms", "select_boxes"]
 
 @dataclass(frozen=True)
 class Box(FieldsResult):
-    """One detected box. ``box_xyxy_px`` are pixel corners in the original image; ``index`` is its patch."""
+    """One detected box, as ``owlens detect`` reports it and as a hallucination verdict holds its best box.
+
+    query: the detector query it answers. score: sigmoid of its logit for that query.
+    box_xyxy_px: corners x0, y0, x1, y1 in pixels of the original image. index: the patch that predicts it.
+    """
 
     query: str
     score: float
@@ -39,11 +43,12 @@ def nms(boxes_xyxy: torch.Tensor, scores: torch.Tensor, *, iou: float, max_keep:
     return kept
 
 
-def select_boxes(detections: Detections, queries: list[str], width: int, height: int, *, image: int = 0,
+def select_boxes(detections: Detections, queries: list[str], image_size: tuple[int, int], *, image: int = 0,
                  threshold: float = 0.1, nms_iou: float = 0.3, max_per_query: int = 10) -> list[Box]:
-    """Boxes of one image whose score passes ``threshold``, non-maximum suppressed per query, best first."""
+    """Boxes of one image of ``image_size`` (width, height) whose score passes ``threshold``, non-maximum
+    suppressed per query, best first."""
     scores = detections.scores[image]  # (N, Q)
-    boxes = detections.boxes_xyxy_px(width, height)[image]  # (N, 4)
+    boxes = detections.boxes_xyxy_px(image_size)[image]  # (N, 4)
     selected: list[Box] = []
     for q, query in enumerate(queries):
         kept = nms(boxes, scores[:, q], iou=nms_iou, max_keep=max_per_query, threshold=threshold)

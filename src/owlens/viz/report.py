@@ -99,9 +99,8 @@ def _top_boxes(explanation: dict) -> list[dict]:
     weights, boxes = explanation.get("class_weights"), explanation.get("boxes_cxcywh")
     if not weights or not boxes:
         return []
-    width, height = explanation["image_size"]
     order = sorted(range(len(weights)), key=lambda i: -weights[i])[:_TOP_BOXES]
-    corners = cxcywh_to_xyxy(np.asarray(boxes, dtype=np.float64), (width, height)).tolist()
+    corners = cxcywh_to_xyxy(np.asarray(boxes, dtype=np.float64), tuple(explanation["image_size"])).tolist()
     return [{"xyxy": corners[i], "weight": weights[i], "label": f"box {i}: class weight {weights[i]:.2f}"}
             for i in order]
 
