@@ -108,7 +108,11 @@ class _Model:
         self.projector_folder = folder
 
 
-def test_threshold_resolution_order_and_the_one_notice(tmp_path, capsys):
+def test_threshold_resolution_order_and_the_one_notice(tmp_path, capsys, monkeypatch):
+    from owlens.hallucination import calibration
+
+    # As in a fresh process: an earlier test in this one may have printed the notice already.
+    monkeypatch.setattr(calibration, "_SAID", set())
     rows, labels = _rows()
     messages = []
     tau, source = resolve_threshold(_Model(tmp_path), log=messages.append)
