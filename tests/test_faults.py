@@ -194,11 +194,16 @@ def test_bias_killed_inside_a_batch_redoes_the_batch_without_repeating_its_first
 
 # -- saliency evaluation ---------------------------------------------------------------------------------------------
 
+def _saliency_argv(out: Path, model_args: list[str]) -> list[str]:
+    """A saliency evaluation of seconds: 2 scenes, 2 game steps, two methods."""
+    return ["evaluate", "saliency", "--scenes", "2", "--steps", "2", "--methods", "ga,random", "--json",
+            "--no-progress", "--out", str(out), *model_args]
+
+
 def test_saliency_evaluation_killed_at_seeded_moments_resumes_to_the_uninterrupted_cases(tiny_model_args, tmp_path,
                                                                                          capsys):
     def argv(out):
-        return ["evaluate", "saliency", "--scenes", "2", "--steps", "2", "--methods", "ga,random", "--json",
-                "--no-progress", "--out", str(out), *tiny_model_args]
+        return _saliency_argv(out, tiny_model_args)
 
     _in_process(argv(tmp_path / "straight"))
     straight = _rows(tmp_path / "straight" / "saliency-cases.jsonl")
@@ -274,8 +279,7 @@ def test_a_second_bias_run_on_one_out_is_refused_and_the_first_ends_as_if_alone(
 def test_a_second_saliency_evaluation_on_one_out_is_refused_and_the_first_ends_as_if_alone(tiny_model_args, tmp_path,
                                                                                            capsys):
     def argv(out):
-        return ["evaluate", "saliency", "--scenes", "2", "--steps", "2", "--methods", "ga,random", "--json",
-                "--no-progress", "--out", str(out), *tiny_model_args]
+        return _saliency_argv(out, tiny_model_args)
 
     _in_process(argv(tmp_path / "straight"))
     out = tmp_path / "shared"
