@@ -1,11 +1,14 @@
-"""MaxBoxAcc / MaxBoxAccV2 (Choe et al. 2020): hand-made maps, and the one-pass components against a labeller."""
+"""MaxBoxAcc / MaxBoxAccV2 (Choe et al. 2020): hand-made maps, and the one-pass components against a labeller
+and against the pixel union-find they replaced."""
 
 from collections import deque
 
 import numpy as np
 import pytest
 
+from owlens.boxes import box_iou
 from owlens.evaluation import MaxBoxAcc, MaxBoxAccV2
+from owlens.evaluation._components import component_ious
 from owlens.evaluation.maxboxacc import box_iou_curves, wsol_levels
 
 
@@ -109,3 +112,101 @@ def test_exact_box_of_a_flat_map_scores_one():
 def test_bad_inputs(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _pixel_component_ious(levels, cutoffs, truth):
+    """The union-find over single pixels that ``component_ious`` was before it worked on runs: the reference its
+    results must equal bit for bit (same boxes, so the same ``box_iou`` floats)."""
+    height, width = levels.shape
+    flat = levels.ravel()
+    order = np.argsort(-flat, kind="stable").tolist()
+    values = flat[order].tolist()
+    parent = list(range(flat.size))
+    x0, y0 = [p % width for p in range(flat.size)], [p // width for p in range(flat.size)]
+    x1, y1, size, first = [x + 1 for x in x0], [y + 1 for y in y0], [1] * flat.size, list(range(flat.size))
+    added, roots = bytearray(flat.size), set()
+
+    def find(p):
+        while parent[p] != p:
+            parent[p] = parent[parent[p]]
+            p = parent[p]
+        return p
+
+    def union(a, b):
+        a, b = find(a), find(b)
+        if a == b:
+            return
+        if size[a] < size[b]:
+            a, b = b, a
+        parent[b] = a
+        x0[a], y0[a], x1[a], y1[a] = min(x0[a], x0[b]), min(y0[a], y0[b]), max(x1[a], x1[b]), max(y1[a], y1[b])
+        size[a], first[a] = size[a] + size[b], min(first[a], first[b])
+        roots.discard(b)
+
+    largest, best = np.zeros(len(cutoffs)), np.zeros(len(cutoffs))
+    done, previous = 0, (0.0, 0.0)
+    for index in np.argsort(-np.asarray(cutoffs), kind="stable"):
+        grown = False
+        while done < len(order) and values[done] > cutoffs[index]:
+            p = order[done]
+            added[p], grown, done = 1, True, done + 1
+            roots.add(p)
+            r, c = divmod(p, width)
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    if (dr or dc) and 0 <= r + dr < height and 0 <= c + dc < width and added[p + dr * width + dc]:
+                        union(p, p + dr * width + dc)
+        if grown:
+            members = sorted(roots)
+            ious = box_iou(np.array([[x0[m], y0[m], x1[m], y1[m]] for m in members], dtype=np.float64), truth).max(1)
+            pick = min(range(len(members)), key=lambda i: (-size[members[i]], first[members[i]]))
+            previous = (float(ious[pick]), float(ious.max()))
+        largest[index], best[index] = previous
+    return largest, best
+
+
+def _painted(rng, height, width):
+    """Boxes of random signed values added onto a flat background: piecewise constant, nested and overlapping."""
+    values = np.zeros((height, width))
+    for _ in range(rng.integers(1, 9)):
+        x, y = rng.integers(0, width), rng.integers(0, height)
+        values[y:y + rng.integers(1, height + 1), x:x + rng.integers(1, width + 1)] += rng.normal()
+    return values
+
+
+_MAPS = {
+    "painted": _painted,
+    "patch_grid": lambda rng, h, w: np.kron(rng.random((h // 3 + 1, w // 2 + 1)), np.ones((3, 2)))[:h, :w],
+    "noisy": lambda rng, h, w: rng.random((h, w)),
+    "few_levels": lambda rng, h, w: rng.integers(0, 3, (h, w)).astype(float),  # many equal-sized components
+    "checkerboard": lambda rng, h, w: (np.add.outer(np.arange(h), np.arange(w)) % 2).astype(float),
+    "constant": lambda rng, h, w: np.full((h, w), rng.random()),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_MAPS))
+@pytest.mark.parametrize("shape", ["square", "one_row", "one_column"])
+def test_run_components_equal_the_pixel_union_find_bit_for_bit(kind, shape):
+    rng = np.random.default_rng([sorted(_MAPS).index(kind), len(shape)])
+    for _ in range(12):
+        height, width = {"square": rng.integers(1, 17, 2), "one_row": (1, rng.integers(1, 40)),
+                         "one_column": (rng.integers(1, 40), 1)}[shape]
+        levels = wsol_levels(_MAPS[kind](rng, int(height), int(width))).astype(np.int64)
+        # The protocol's cutoffs, plus unsorted, repeated ones and ones with an empty foreground (≥ the maximum).
+        cutoffs = np.concatenate([(np.arange(0, 1, 0.01) * int(levels.max())).astype(int),
+                                  rng.integers(-2, 258, 20), [255, 300, -5, 0]])
+        corners = rng.uniform(0, max(height, width), (int(rng.integers(1, 5)), 2, 2))
+        truth = np.concatenate([corners.min(1), corners.max(1) + 0.5], 1)
+        expected = _pixel_component_ious(levels, cutoffs, truth)
+        for got, want in zip(component_ious(levels, cutoffs, truth), expected, strict=True):
+            np.testing.assert_array_equal(got, want, strict=True)
+
+
+def test_largest_of_equal_sizes_holds_the_earliest_pixel_in_raster_order():
+    levels = np.zeros((4, 6), np.int64)
+    levels[1:3, 0:2] = 1  # 4 pixels, leftmost, but starting on row 1
+    levels[0:2, 4:6] = 1  # 4 pixels starting on row 0: first in raster order
+    left, right = np.array([[0.0, 1.0, 2.0, 3.0]]), np.array([[4.0, 0.0, 6.0, 2.0]])
+    assert component_ious(levels, np.array([0]), right)[0].tolist() == [1.0]
+    assert component_ious(levels, np.array([0]), left)[0].tolist() == [0.0]
+    assert component_ious(levels, np.array([0]), left)[1].tolist() == [1.0]
