@@ -52,6 +52,12 @@ def test_covered_tokens_are_the_patch_centres_inside_each_box():
 
 def _literal_filled_logit(model, pixels, box_xyxy_px, token_id):
     """The image with the box's pixels (centres inside it) set to its per-channel median, through the whole of J."""
+    with torch.no_grad():
+        return float(model.logits(model.encode(_literal_fill(pixels, box_xyxy_px)), [PROMPT])[0, -1, token_id])
+
+
+def _literal_fill(pixels, box_xyxy_px, median=None):
+    """(1, 3, H, W) pixels with the box's pixels set to ``median`` (default: the image's per-channel median)."""
     x0, y0, x1, y1 = box_xyxy_px
     centres = torch.arange(64, dtype=torch.float64) + 0.5
     cols = (centres >= x0) & (centres < x1)
@@ -61,11 +67,10 @@ def _literal_filled_logit(model, pixels, box_xyxy_px, token_id):
     if not rows.any():
         rows[min(63, max(0, int(torch.floor(torch.tensor(y0 + 0.5)))))] = True
     filled = pixels.clone()
-    median = pixels[0].flatten(1).median(dim=1).values
+    median = pixels[0].flatten(1).median(dim=1).values if median is None else median
     region = rows[:, None] & cols[None, :]
     filled[0][:, region] = median[:, None]
-    with torch.no_grad():
-        return float(model.logits(model.encode(filled), [PROMPT])[0, -1, token_id])
+    return filled
 
 
 def test_pixel_weighting_carries_the_logit_of_the_literal_fill(model, inputs):
@@ -76,6 +81,47 @@ def test_pixel_weighting_carries_the_logit_of_the_literal_fill(model, inputs):
         assert obj.logit_without == pytest.approx(literal, abs=1e-6)
     drops = torch.tensor([max(0.0, o.logit_drop) for o in saliency.objects])
     assert saliency.objects[0].weight == pytest.approx(1.0) and drops[0] == drops.max()
+
+
+def test_the_second_round_reads_every_other_object_again_with_the_heaviest_filled(model, inputs):
+    from owlens.models.postprocess import nms
+
+    one, two = (ObjectAttribution(model, vocabulary=VOCABULARY, rounds=r, min_score=0.0).explain(
+        inputs, TokenTarget("circle")) for r in (1, 2))
+    corners = boxes_to_pixels(one.boxes_cxcywh, (64, 64))
+    first = int(one.class_weights.argmax())
+    median = inputs.pixel_values[0].flatten(1).median(dim=1).values  # the original image's, in both rounds
+    blanked = _literal_fill(inputs.pixel_values, corners[first].tolist())
+    with torch.no_grad():
+        logit_first = float(model.logits(model.encode(blanked), [PROMPT])[0, -1, one.token_id])
+        own = model.detect(inputs.embedding, VOCABULARY).scores[0].max(-1).values
+    others = [a for a in range(len(corners)) if _iou(corners[first], corners[a]) < 0.5]
+    # One box per other object: the ones non-maximum suppression keeps over their own best score.
+    kept = [others[k] for k in nms(corners[others], own[others], iou=0.5, max_keep=len(others))]
+    assert len(kept) >= 2
+    drops = {}
+    with torch.no_grad():
+        for k in kept:
+            both = model.encode(_literal_fill(blanked, corners[k].tolist(), median))
+            drops[k] = max(0.0, logit_first - float(model.logits(both, [PROMPT])[0, -1, one.token_id]))
+    largest = max(drops.values())
+    assert largest > 0
+    for a in range(len(corners)):
+        # The first object's own boxes are gone already; any other takes the drop of the kept boxes it overlaps.
+        second = 0.0 if a not in others else max(
+            0.5 * drops[k] / largest for k in kept if _iou(corners[a], corners[k]) >= 0.5)
+        expected = max(float(one.class_weights[a]), second)
+        assert float(two.class_weights[a]) == pytest.approx(expected, abs=1e-6)
+    assert int(two.class_weights.argmax()) == first and float(two.class_weights.max()) == pytest.approx(1.0)
+
+
+def test_boxes_that_name_no_concept_are_no_atoms(model, inputs):
+    with torch.no_grad():
+        best = model.detect(inputs.embedding, VOCABULARY).scores[0].max(-1).values  # (N,)
+    cut = float(best.median())
+    saliency = ObjectAttribution(model, vocabulary=VOCABULARY, min_score=cut).explain(inputs, TokenTarget("circle"))
+    assert not bool(saliency.class_weights[best < cut].any()) and bool(saliency.class_weights[best >= cut].any())
+    assert all(float(best[o.index]) >= cut for o in saliency.objects)
 
 
 def test_pixel_weighting_needs_the_pixels(model, inputs):
@@ -141,7 +187,8 @@ def test_default_vocabulary_is_the_checkpoints_own_else_coco(model):
 @pytest.mark.parametrize("options, message", [
     ({"atoms": "boxes"}, "atoms must be one of"), ({"weighting": "shap"}, "weighting must be one of"),
     ({"tie_weight": 1.5}, "0 <= tie_weight < 1"), ({"vocabulary": []}, "non-empty list of concept"),
-    ({"vocabulary": ["a star", " "]}, "non-empty list of concept")])
+    ({"vocabulary": ["a star", " "]}, "non-empty list of concept"), ({"rounds": 3}, "rounds 1 or 2"),
+    ({"min_score": 1.0}, "0 <= min_score < 1"), ({"second_weight": 0.0}, "0 < second_weight < 1")])
 def test_bad_options_say_what_was_expected(model, options, message):
     with pytest.raises(ValueError, match=message):
         ObjectAttribution(model, **options)

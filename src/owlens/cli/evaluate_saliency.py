@@ -52,7 +52,8 @@ def register(subparsers) -> None:
     parser.add_argument("--methods", metavar="A,B", help="comma-separated subset of ga, object_attribution, gradient, "
                                                          "gradient_input, attention, rollout, detection_only, random "
                                                          "(default: all)")
-    parser.add_argument("--steps", type=at_least(1), default=32, help="deletion/insertion steps")
+    parser.add_argument("--steps", type=at_least(1), default=16,
+                        help="deletion/insertion steps, in E and in pixels (%(default)s: 4 of 64 tokens a step)")
     parser.add_argument("--batch-size", type=at_least(1), default=64, help="cases per forward pass")
     parser.add_argument("--workers", type=at_least(1), default=None,
                         help="processes sharing the cases (default: one per CPU core, on a CPU model, once there "

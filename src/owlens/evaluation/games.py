@@ -26,14 +26,14 @@ __all__ = ["CaseGames"]
 
 
 class CaseGames:
-    """``CaseGames(model, steps=32, pixel_steps=16)(embedding, ids, token_id, maps, image=..., background=...)``.
+    """``CaseGames(model, steps=16, pixel_steps=16)(embedding, ids, token_id, maps, image=..., background=...)``.
 
     Returns ``{name: {"tokens": DeletionInsertionResult, "pixels": DeletionInsertionResult | None}}`` for the
     maps ``{name: (H, W) map}``; the pixel games are played when ``image`` and ``background`` (uint8 (H, W, 3))
     are given. ``replacement`` (d,): the E token the E games put in (default: the image's mean patch token).
     """
 
-    def __init__(self, model, *, steps: int | None = 32, pixel_steps: int | None = 16, replacement=None,
+    def __init__(self, model, *, steps: int | None = 16, pixel_steps: int | None = 16, replacement=None,
                  batch_size: int = 32, seed: int = 0):
         tokens = model.grid[0] * model.grid[1]
         for name, value in (("steps", steps), ("pixel_steps", pixel_steps)):

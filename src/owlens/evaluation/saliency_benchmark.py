@@ -49,7 +49,7 @@ from owlens.toyworld import defects
 __all__ = ["POINTING_TOLERANCE_PX", "SaliencyReport", "run_saliency_benchmark", "summarise"]
 
 RECORDS = "saliency-cases.jsonl"
-PIXEL_STEPS = 16  # each pixel-space step re-encodes an image through OWL: half the E-token game's 32 steps
+PIXEL_STEPS = 16  # the most pixel steps: each re-encodes an image through OWL, W and the LM
 
 
 def _next_token_logits(model, embedding: torch.Tensor, prompts: Sequence[str], batch_size: int) -> torch.Tensor:
@@ -167,7 +167,7 @@ def _cue_work(model, seed: int, n_scenes: int, batch_size: int, log) -> list[tup
 
 
 def run_saliency_benchmark(model, *, n_scenes: int = 500, seed: int = 0, methods: Sequence[str] | None = None,
-                           out_dir: str | Path | None = None, steps: int | None = 32, batch_size: int = 64,
+                           out_dir: str | Path | None = None, steps: int | None = 16, batch_size: int = 64,
                            fast: bool = True, workers: int | None = 1, progress: bool = True,
                            log: Callable[[str], None] | None = None) -> SaliencyReport:
     """Explain ``n_scenes`` object cases and each prior's cue cases among ``n_scenes`` candidates, every method.

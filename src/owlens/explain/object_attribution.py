@@ -2,8 +2,9 @@
 
 What only the joint model can say: *which object* an output token rests on, named by what the detector reads
 there. The atoms are OWL's boxes (all N of them, one per patch, or those left by non-maximum suppression over
-their best score on a vocabulary of concepts). An atom's weight is what the explained raw logit loses without it,
-read through the whole of J (``weighting``):
+their best score on a vocabulary of concepts), less the boxes whose best score on that vocabulary is under
+``min_score`` (0.01: background, which names no concept; it also halves the encodings). An atom's weight is what
+the explained raw logit loses without it, read through the whole of J (``weighting``):
 - "pixels" (default): the atom's box is filled in the detector's input image with the image's per-channel median
   (the background, for most images: objects are a minority of pixels), OWL encodes the image again, W and the LM
   read it. An object is spread over many of E's tokens by OWL's attention, so this is the occlusion that takes it
@@ -12,7 +13,12 @@ read through the whole of J (``weighting``):
   token (one LM forward for all atoms, no new encoding: cheaper, and weaker, because the other tokens still
   carry the object).
 - "gradient": the explained logit's gradient mass on those tokens, Σ_i ‖∂ logit / ∂E_i‖.
-The weight is the drop clipped at 0 and divided by the largest. The map paints each atom's box with its weight,
+The weight is the drop clipped at 0 and divided by the largest. With ``rounds=2`` (default, "pixels" only) the
+heaviest atom's box stays filled and every atom's drop is read again: objects that stand in for one another (two
+squares behind "square") lower the logit little alone, and the second round finds the one the logit falls back
+on. An atom's weight is then the larger of its first-round weight and ``second_weight`` (0.5) times its
+second-round one, so the map's maximum stays on the first round's object and the next objects rank before the
+rest. The map paints each atom's box with its weight,
 pixelwise max as GA paints its boxes, plus ``tie_weight`` times the per-token gradient norm, so that inside
 a box the tokens the logit depends on most come first (deletion and insertion read that order).
 The heaviest atoms are listed as ``Saliency.objects`` with their concept (the best query of the vocabulary over
@@ -83,6 +89,30 @@ def covered_tokens(boxes_xyxy_px: torch.Tensor, grid: tuple[int, int], image_siz
     return inside
 
 
+def _median(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels (3, H, W) → the per-channel median (3, 1, 1): the background, for most images."""
+    return pixels.flatten(1).median(dim=1).values[:, None, None]
+
+
+def _spans(pixels: torch.Tensor, boxes_cxcywh: torch.Tensor) -> torch.Tensor:
+    """Boxes (A, 4) → the pixel spans (A, 4) x0, y0, x1, y1 they fill: the pixels whose centre lies inside, at
+    least one."""
+    height, width = pixels.shape[-2:]
+    corners = boxes_to_pixels(boxes_cxcywh.double(), (width, height))
+    low = torch.floor(corners[:, :2] + 0.5).clamp(min=0)
+    high = torch.maximum(torch.floor(corners[:, 2:] + 0.5), low + 1)
+    return torch.cat([low.clamp(max=torch.tensor([width - 1, height - 1])),
+                      high.clamp(max=torch.tensor([width, height]))], -1).long()
+
+
+def _fill(pixels: torch.Tensor, spans: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Pixels (3, H, W), spans (K, 4), fill (3, 1, 1) → (K, 3, H, W): the image with each span filled."""
+    images = pixels.expand(len(spans), -1, -1, -1).clone()
+    for image, (x0, y0, x1, y1) in zip(images, spans.tolist()):
+        image[:, y0:y1, x0:x1] = fill
+    return images
+
+
 class ObjectAttribution(Explainer):
     """``ObjectAttribution(model).explain((image, prompt), target="star")`` → a map, and ``Saliency.objects``.
 
@@ -91,14 +121,16 @@ class ObjectAttribution(Explainer):
     the box filled in the image, which the inputs must then hold: ``ExplainInputs.from_images`` keeps it),
     "occlusion" (logit drop with the covered tokens of E replaced) or "gradient" (mass of ‖∂logit/∂E_i‖ on
     them); tie_weight: the share of the per-token gradient added to order tokens inside a box; top_objects: how
-    many atoms ``objects`` lists.
+    many atoms ``objects`` lists; min_score: the best vocabulary score a box needs to be an atom; rounds: 2 to
+    read the drops again with the heaviest atom filled ("pixels"), weighted by second_weight.
     """
 
     method = "object_attribution"
 
     def __init__(self, model, *, vocabulary: Sequence[str] | None = None, atoms: str = "all",
                  weighting: str = "pixels", nms_iou: float = 0.5, max_atoms: int = 8, tie_weight: float = 0.01,
-                 top_objects: int = 3, **options):
+                 top_objects: int = 3, min_score: float = 0.01, rounds: int = 2, second_weight: float = 0.5,
+                 **options):
         super().__init__(model, **options)
         if atoms not in ATOMS:
             raise ValueError(f"atoms must be one of {ATOMS}; received {atoms!r}")
@@ -107,12 +139,16 @@ class ObjectAttribution(Explainer):
         if not 0 <= tie_weight < 1 or max_atoms < 1 or top_objects < 1 or not 0 < nms_iou <= 1:
             raise ValueError(f"expected 0 <= tie_weight < 1, max_atoms >= 1, top_objects >= 1, 0 < nms_iou <= 1; "
                              f"received {tie_weight}, {max_atoms}, {top_objects}, {nms_iou}")
+        if rounds not in (1, 2) or not 0 <= min_score < 1 or not 0 < second_weight < 1:
+            raise ValueError(f"expected rounds 1 or 2, 0 <= min_score < 1, 0 < second_weight < 1; received {rounds}, "
+                             f"{min_score}, {second_weight}")
         self.vocabulary = tuple(vocabulary) if vocabulary is not None else default_vocabulary(model)
         if not self.vocabulary or not all(isinstance(v, str) and v.strip() for v in self.vocabulary):
             raise ValueError(f"expected a non-empty list of concept texts as the vocabulary; received "
                              f"{list(self.vocabulary)!r}")
         self.atoms, self.weighting, self.nms_iou, self.max_atoms = atoms, weighting, nms_iou, max_atoms
         self.tie_weight, self.top_objects = tie_weight, top_objects
+        self.min_score, self.rounds, self.second_weight = min_score, rounds, second_weight
         self._query_embeds = None
 
     def _vocabulary_embeds(self) -> torch.Tensor:
@@ -149,6 +185,9 @@ class ObjectAttribution(Explainer):
             atoms = nms(corners, best_score, iou=self.nms_iou, max_keep=self.max_atoms)
         else:
             atoms = list(range(len(boxes)))
+        own = scores.float().max(-1).values  # (N,) each box's own best concept score
+        if self.min_score > 0:  # boxes the detector reads as none of the concepts are background, not objects
+            atoms = [a for a in atoms if float(own[a]) >= self.min_score] or [int(own.argmax())]
         covered = covered_tokens(corners[atoms], self.model.grid, size)  # (A, N)
         mass = relevance @ covered.T.float()  # (L, A)
         listed = sorted({int(a) for row in mass for a in row.argsort(descending=True)[:4 * self.top_objects]})
@@ -163,9 +202,14 @@ class ObjectAttribution(Explainer):
         for t in range(len(plan.positions)):
             raw = mass[t] if self.weighting == "gradient" else (logits[t] - without[t]).clamp(min=0)
             weights = raw / raw.max() if float(raw.max()) > 0 else torch.zeros_like(raw)
+            if self.rounds == 2 and self.weighting == "pixels" and float(raw.max()) > 0:
+                again = self._second_round(pixels, boxes[atoms], corners[atoms], own[atoms], overlap[atoms][:, atoms],
+                                           plan, t, raw, without[t])
+                weights = torch.maximum(weights, self.second_weight * again)
             token_map = relevance[t] / relevance[t].max() if float(relevance[t].max()) > 0 else relevance[t]
             canvas = paint_boxes(corners[atoms], weights, size) + self.tie_weight * grid_to_image(
                 token_map, self.model.grid, size)
+
             peak = float(canvas.max())
             per_box = torch.zeros(len(boxes))
             per_box[atoms] = weights
@@ -183,28 +227,43 @@ class ObjectAttribution(Explainer):
                                 class_weights=per_box, objects=objects))
         return out
 
+    def _second_round(self, pixels, boxes_cxcywh, corners, own, overlap, plan: TokenPlan, t: int, drops,
+                      without) -> torch.Tensor:
+        """The atoms' drops (A,) with the heaviest atom already filled, scaled to a maximum of 1 (0 where none).
+
+        Atoms overlapping the heaviest (``overlap`` (A, A), IoU >= 0.5) are its object, gone already: they read 0.
+        The others are read once per object: non-maximum suppression over their own best score (``own``) keeps
+        one box of each, and every atom takes the largest drop of the kept boxes it overlaps (it overlaps the one
+        that suppressed it), which costs a handful of encodings instead of one per box.
+
+        Objects that stand in for one another (two squares for "square") each lower the logit little alone; once
+        the first is gone, the next one carries it. Deletion takes them away in that order, so the map ranks them
+        so too. The fill stays the original image's median.
+        """
+        first = int(drops.argmax())
+        fill = _median(pixels)
+        blanked = _fill(pixels, _spans(pixels, boxes_cxcywh[first:first + 1]), fill)[0]
+        others = torch.nonzero(~overlap[first]).flatten()
+        again = torch.zeros(len(boxes_cxcywh))
+        if len(others):
+            kept = others[nms(corners[others], own[others], iou=_SAME_OBJECT_IOU, max_keep=len(others))]
+            logits = self._filled(blanked, boxes_cxcywh[kept], plan, fill)[:, t]
+            drop = (without[first] - logits).clamp(min=0)  # (K,)
+            again[others] = torch.where(overlap[others][:, kept], drop[None], 0.0).amax(-1)
+        return again / again.max() if float(again.max()) > 0 else torch.zeros_like(again)
+
     @torch.no_grad()
-    def _filled(self, pixels: torch.Tensor, boxes_cxcywh: torch.Tensor, plan: TokenPlan) -> torch.Tensor:
+    def _filled(self, pixels: torch.Tensor, boxes_cxcywh: torch.Tensor, plan: TokenPlan,
+                fill: torch.Tensor | None = None) -> torch.Tensor:
         """Pixels (3, H, W), boxes (A, 4) → the plan's explained logits (A, L) with each box filled in the image.
 
         A box covers the pixels whose centre lies inside it (at least one); the fill is the image's per-channel
-        median. Boxes that fill the same pixels run once.
+        median unless given. Boxes that fill the same pixels run once.
         """
-        height, width = pixels.shape[-2:]
-        corners = boxes_to_pixels(boxes_cxcywh.double(), (width, height))
-        low = torch.floor(corners[:, :2] + 0.5).clamp(min=0)
-        high = torch.maximum(torch.floor(corners[:, 2:] + 0.5), low + 1)
-        spans = torch.cat([low.clamp(max=torch.tensor([width - 1, height - 1])),
-                           high.clamp(max=torch.tensor([width, height]))], -1).long()  # (A, 4) x0, y0, x1, y1
-        spans, rows = torch.unique(spans, dim=0, return_inverse=True)
-        fill = pixels.flatten(1).median(dim=1).values[:, None, None]  # (3, 1, 1)
-        logits = []
-        for start in range(0, len(spans), _ROWS):
-            chunk = spans[start:start + _ROWS]
-            images = pixels.expand(len(chunk), -1, -1, -1).clone()
-            for image, (x0, y0, x1, y1) in zip(images, chunk.tolist()):
-                image[:, y0:y1, x0:x1] = fill
-            logits.append(self._read(plan, self.model.image_tokens(self.model.encode(images))))
+        fill = _median(pixels) if fill is None else fill
+        spans, rows = torch.unique(_spans(pixels, boxes_cxcywh), dim=0, return_inverse=True)
+        logits = [self._read(plan, self.model.image_tokens(self.model.encode(_fill(pixels, spans[s:s + _ROWS], fill))))
+                  for s in range(0, len(spans), _ROWS)]
         return torch.cat(logits)[rows.cpu()]
 
     @torch.no_grad()
