@@ -273,6 +273,8 @@ def _check_explanation(explanation: dict, field: str) -> None:
             _string(obj.get("concept"), f"{where}.concept")
             for key in ("concept_score", "logit_without", "logit_drop"):
                 _number(obj.get(key), f"{where}.{key}")
+            if obj.get("logit_without_first") is not None:
+                _number(obj["logit_without_first"], f"{where}.logit_without_first")
             _numbers(obj.get("box_xyxy_px"), f"{where}.box_xyxy_px", 4)
 
 

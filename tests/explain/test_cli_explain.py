@@ -96,6 +96,9 @@ def test_object_attribution_names_the_objects_it_rests_on(tiny_model_args, image
         assert line.strip().startswith(f"'circle' rests on the object OWL reads as '{name}'")
         assert f"→ {obj['logit_without']:.1f}" in line and obj["concept"] in ("a photo of a circle",
                                                                              "a photo of a red star")
+        first_gone = obj["logit_without_first"]  # the first object's is None: nothing is gone before it
+        assert first_gone is None or obj is not payload["objects"][0]
+        assert line.endswith("" if first_gone is None else f", {first_gone:.1f} with the first object gone too")
     code = main(["explain", image, "--prompt", "what is in the image ?", "--token", "circle", "--method",
                  "object_attribution", "--vocabulary", " , ", "--out", str(out), *tiny_model_args])
     assert code == 2 and "--vocabulary: expected at least one concept" in capsys.readouterr().err

@@ -99,11 +99,12 @@ def test_the_second_round_reads_every_other_object_again_with_the_heaviest_fille
     # One box per other object: the ones non-maximum suppression keeps over their own best score.
     kept = [others[k] for k in nms(corners[others], own[others], iou=0.5, max_keep=len(others))]
     assert len(kept) >= 2
-    drops = {}
+    drops, read = {}, {}
     with torch.no_grad():
         for k in kept:
             both = model.encode(_literal_fill(blanked, corners[k].tolist(), median))
-            drops[k] = max(0.0, logit_first - float(model.logits(both, [PROMPT])[0, -1, one.token_id]))
+            read[k] = float(model.logits(both, [PROMPT])[0, -1, one.token_id])
+            drops[k] = max(0.0, logit_first - read[k])
     largest = max(drops.values())
     assert largest > 0
     for a in range(len(corners)):
@@ -113,6 +114,14 @@ def test_the_second_round_reads_every_other_object_again_with_the_heaviest_fille
         expected = max(float(one.class_weights[a]), second)
         assert float(two.class_weights[a]) == pytest.approx(expected, abs=1e-6)
     assert int(two.class_weights.argmax()) == first and float(two.class_weights.max()) == pytest.approx(1.0)
+    # The listed objects after the first carry the logit with both blanked: that of the kept box they overlap.
+    assert two.objects[0].index == first and two.objects[0].logit_without_first is None
+    assert all(o.logit_without_first is None for o in one.objects)
+    later = [o for o in two.objects[1:] if o.logit_without_first is not None]
+    assert later
+    for obj in later:
+        assert any(obj.logit_without_first == pytest.approx(read[k], abs=1e-6) for k in kept
+                   if _iou(corners[obj.index], corners[k]) >= 0.5)
 
 
 def test_boxes_that_name_no_concept_are_no_atoms(model, inputs):

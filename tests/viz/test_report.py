@@ -161,7 +161,10 @@ def test_object_level_explanations_list_their_objects_under_the_map(tmp_path):
     payload = json.loads(explanation.read_text())
     payload["objects"] = [{"index": 0, "box_xyxy_px": [1, 2, 30, 40], "box_cxcywh": [0.2, 0.4, 0.4, 0.8],
                            "concept": "a photo of a red cross", "concept_score": 0.81, "weight": 1.0, "tokens": 6,
-                           "logit_without": 10.6, "logit_drop": 4.2}]
+                           "logit_without": 10.6, "logit_drop": 4.2},
+                          {"index": 9, "box_xyxy_px": [40, 2, 60, 20], "box_cxcywh": [0.8, 0.2, 0.3, 0.3],
+                           "concept": "a photo of a red circle", "concept_score": 0.7, "weight": 0.5, "tokens": 4,
+                           "logit_without": 14.7, "logit_drop": 0.1, "logit_without_first": 3.2}]
     explanation.write_text(json.dumps(payload))
     driver = open_in_browser(render_report(folder).path)
     try:
@@ -170,11 +173,17 @@ def test_object_level_explanations_list_their_objects_under_the_map(tmp_path):
         click_token(driver, 1)
         shown = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#objects li")]
         assert shown == ["“red” rests on the object OWL reads as “red cross” (p 0.81); without it the logit goes "
-                         "14.8 → 10.6"]
+                         "14.8 → 10.6", "“red” rests on the object OWL reads as “red circle” (p 0.70); without it "
+                         "the logit goes 14.8 → 14.7, 3.2 with the first object gone too"]
         click_token(driver, 3)  # that explanation lists no objects: the list is hidden and empty
         assert driver.find_elements(By.CSS_SELECTOR, "#objects li") == []
     finally:
         driver.quit()
+    payload["objects"][1]["logit_without_first"] = "low"
+    explanation.write_text(json.dumps(payload))
+    with pytest.raises(RunFormatError, match=r"objects\[1\]\.logit_without_first"):
+        render_report(folder)
+    payload["objects"][1]["logit_without_first"] = None
     payload["objects"][0]["concept_score"] = "high"
     explanation.write_text(json.dumps(payload))
     with pytest.raises(RunFormatError, match=r"objects\[0\]\.concept_score"):

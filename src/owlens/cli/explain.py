@@ -81,7 +81,8 @@ def describe_object(saliency, obj) -> str:
     verb = "drops" if obj.logit_without < saliency.logit else "rises"
     return (f"{saliency.token!r} rests on the object OWL reads as {concept_name(obj.concept)!r} "
             f"(p {obj.concept_score:.2f}) at [{corners}]; without it the logit {verb} {saliency.logit:.1f} → "
-            f"{obj.logit_without:.1f}")
+            f"{obj.logit_without:.1f}" + ("" if obj.logit_without_first is None else
+                                          f", {obj.logit_without_first:.1f} with the first object gone too"))
 
 
 def concept_name(query: str) -> str:

@@ -202,9 +202,10 @@ class ObjectAttribution(Explainer):
         for t in range(len(plan.positions)):
             raw = mass[t] if self.weighting == "gradient" else (logits[t] - without[t]).clamp(min=0)
             weights = raw / raw.max() if float(raw.max()) > 0 else torch.zeros_like(raw)
+            first, second = int(raw.argmax()), torch.full((len(atoms),), float("nan"))  # (A,) logits, 2nd round
             if self.rounds == 2 and self.weighting == "pixels" and float(raw.max()) > 0:
-                again = self._second_round(pixels, boxes[atoms], corners[atoms], own[atoms], overlap[atoms][:, atoms],
-                                           plan, t, raw, without[t])
+                again, second = self._second_round(pixels, boxes[atoms], corners[atoms], own[atoms],
+                                                   overlap[atoms][:, atoms], plan, t, first, without[t])
                 weights = torch.maximum(weights, self.second_weight * again)
             token_map = relevance[t] / relevance[t].max() if float(relevance[t].max()) > 0 else relevance[t]
             canvas = paint_boxes(corners[atoms], weights, size) + self.tie_weight * grid_to_image(
@@ -220,16 +221,19 @@ class ObjectAttribution(Explainer):
                 box_xyxy_px=tuple(corners[atoms[a]].tolist()),
                 concept=self.vocabulary[int(best_concept[atoms[a]])], concept_score=float(best_score[atoms[a]]),
                 weight=float(weights[a]), tokens=int(covered[a].sum()), logit_without=float(without[t, a]),
-                logit_drop=float(logits[t] - without[t, a])) for a in order)
+                logit_drop=float(logits[t] - without[t, a]),
+                logit_without_first=None if a == first or bool(second[a].isnan()) else float(second[a]))
+                for a in order)
             out.append(Saliency(map=canvas / peak if peak > 0 else canvas, token=plan.tokens[t],
                                 token_id=plan.token_ids[t], position=plan.positions[t], logit=float(logits[t]),
                                 query=plan.queries[t], method=self.method, image_size=size, boxes_cxcywh=boxes,
                                 class_weights=per_box, objects=objects))
         return out
 
-    def _second_round(self, pixels, boxes_cxcywh, corners, own, overlap, plan: TokenPlan, t: int, drops,
-                      without) -> torch.Tensor:
-        """The atoms' drops (A,) with the heaviest atom already filled, scaled to a maximum of 1 (0 where none).
+    def _second_round(self, pixels, boxes_cxcywh, corners, own, overlap, plan: TokenPlan, t: int, first: int,
+                      without) -> tuple[torch.Tensor, torch.Tensor]:
+        """The atoms' drops (A,) with atom ``first`` (the heaviest) already filled, scaled to a maximum of 1 (0
+        where none), and the logits (A,) they were read from (NaN for the first object's own boxes).
 
         Atoms overlapping the heaviest (``overlap`` (A, A), IoU >= 0.5) are its object, gone already: they read 0.
         The others are read once per object: non-maximum suppression over their own best score (``own``) keeps
@@ -240,17 +244,17 @@ class ObjectAttribution(Explainer):
         the first is gone, the next one carries it. Deletion takes them away in that order, so the map ranks them
         so too. The fill stays the original image's median.
         """
-        first = int(drops.argmax())
         fill = _median(pixels)
         blanked = _fill(pixels, _spans(pixels, boxes_cxcywh[first:first + 1]), fill)[0]
         others = torch.nonzero(~overlap[first]).flatten()
-        again = torch.zeros(len(boxes_cxcywh))
+        again, read = torch.zeros(len(boxes_cxcywh)), torch.full((len(boxes_cxcywh),), float("nan"))
         if len(others):
             kept = others[nms(corners[others], own[others], iou=_SAME_OBJECT_IOU, max_keep=len(others))]
-            logits = self._filled(blanked, boxes_cxcywh[kept], plan, fill)[:, t]
-            drop = (without[first] - logits).clamp(min=0)  # (K,)
-            again[others] = torch.where(overlap[others][:, kept], drop[None], 0.0).amax(-1)
-        return again / again.max() if float(again.max()) > 0 else torch.zeros_like(again)
+            logits = self._filled(blanked, boxes_cxcywh[kept], plan, fill)[:, t]  # (K,)
+            drop = torch.where(overlap[others][:, kept], (without[first] - logits).clamp(min=0)[None], -1.0)
+            best = drop.argmax(-1)  # (O,) the kept box each atom overlaps with the largest drop
+            again[others], read[others] = drop.gather(1, best[:, None])[:, 0].clamp(min=0), logits[best]
+        return (again / again.max() if float(again.max()) > 0 else torch.zeros_like(again)), read
 
     @torch.no_grad()
     def _filled(self, pixels: torch.Tensor, boxes_cxcywh: torch.Tensor, plan: TokenPlan,

@@ -22,7 +22,10 @@ class ObjectEvidence:
     in [0, 1]. tokens: how many image tokens the box covers. logit_without: the explained raw logit without the
     box, as the explainer's weighting takes it away (by default: the box filled with the image's median in the
     detector's input and E encoded again; "occlusion": its tokens of E replaced by the image's mean patch
-    token); logit_drop = logit − that.
+    token); logit_drop = logit − that. logit_without_first: for an object after the first one listed, the logit
+    with the first one's box and this one's both blanked (the second round of the "pixels" weighting), None
+    otherwise: an object the first stands in for drops the logit little alone, and this says what it carries once
+    the first is gone.
     """
 
     index: int
@@ -34,11 +37,13 @@ class ObjectEvidence:
     tokens: int
     logit_without: float
     logit_drop: float
+    logit_without_first: float | None = None
 
     def to_dict(self) -> dict:
         return {"index": self.index, "box_cxcywh": list(self.box_cxcywh), "box_xyxy_px": list(self.box_xyxy_px),
                 "concept": self.concept, "concept_score": self.concept_score, "weight": self.weight,
-                "tokens": self.tokens, "logit_without": self.logit_without, "logit_drop": self.logit_drop}
+                "tokens": self.tokens, "logit_without": self.logit_without, "logit_drop": self.logit_drop,
+                "logit_without_first": self.logit_without_first}
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,9 @@ def _objects(explanation: dict) -> list[dict]:
         out.append({"xyxy": obj["box_xyxy_px"],
                     "text": f"rests on the object OWL reads as “{concept}” (p {obj['concept_score']:.2f}); "
                             f"without it the logit goes {obj['logit_without'] + obj['logit_drop']:.1f} → "
-                            f"{obj['logit_without']:.1f}"})
+                            f"{obj['logit_without']:.1f}"
+                            + ("" if obj.get("logit_without_first") is None else
+                               f", {obj['logit_without_first']:.1f} with the first object gone too")})
     return out
 
 
