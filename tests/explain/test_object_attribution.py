@@ -175,8 +175,26 @@ def test_the_map_peaks_inside_the_heaviest_box(model, inputs):
     rows, cols = peak[:, 0].double(), peak[:, 1].double()  # pixel (r, c) covers [c, c+1) x [r, r+1)
     assert bool(((cols + 1 > x0) & (cols < x1) & (rows + 1 > y0) & (rows < y1)).all())
     assert float(saliency.map.max()) == pytest.approx(1.0)
-    plain = ObjectAttribution(model, vocabulary=VOCABULARY, tie_weight=0.0).explain(inputs, TokenTarget("circle"))
+    plain = ObjectAttribution(model, vocabulary=VOCABULARY, tie_weight=0.0, centre_weight=0.0).explain(
+        inputs, TokenTarget("circle"))
     assert set(torch.unique(plain.map).tolist()) <= set(plain.class_weights.float().tolist()) | {0.0}
+
+
+def test_pixels_left_equal_are_ordered_by_the_box_weight_covering_them(model, inputs):
+    from owlens.explain.maps import paint_boxes, sum_boxes
+
+    target = TokenTarget("circle")
+    plain, centred = (ObjectAttribution(model, vocabulary=VOCABULARY, tie_weight=0.0, centre_weight=c).explain(
+        inputs, target) for c in (0.0, 1e-4))
+    assert torch.equal(plain.class_weights, centred.class_weights)
+    corners = boxes_to_pixels(plain.boxes_cxcywh, (64, 64))
+    total = sum_boxes(corners, plain.class_weights, (64, 64))
+    expected = paint_boxes(corners, plain.class_weights, (64, 64)) + 1e-4 * total / total.max()
+    assert torch.allclose(centred.map, expected / expected.max(), atol=1e-7)
+    # The maximum is among the plain map's maximal pixels, at those the most box weight covers.
+    top = centred.map == centred.map.max()
+    assert bool((plain.map[top] == plain.map.max()).all())
+    assert float(total[top].min()) == float(total[plain.map == plain.map.max()].max())
 
 
 def test_gradient_weighting_and_nms_atoms(model, inputs):
@@ -197,7 +215,8 @@ def test_default_vocabulary_is_the_checkpoints_own_else_coco(model):
     ({"atoms": "boxes"}, "atoms must be one of"), ({"weighting": "shap"}, "weighting must be one of"),
     ({"tie_weight": 1.5}, "0 <= tie_weight < 1"), ({"vocabulary": []}, "non-empty list of concept"),
     ({"vocabulary": ["a star", " "]}, "non-empty list of concept"), ({"rounds": 3}, "rounds 1 or 2"),
-    ({"min_score": 1.0}, "0 <= min_score < 1"), ({"second_weight": 0.0}, "0 < second_weight < 1")])
+    ({"min_score": 1.0}, "0 <= min_score < 1"), ({"second_weight": 0.0}, "0 < second_weight < 1"),
+    ({"centre_weight": -0.1}, "0 <= centre_weight")])
 def test_bad_options_say_what_was_expected(model, options, message):
     with pytest.raises(ValueError, match=message):
         ObjectAttribution(model, **options)

@@ -45,6 +45,17 @@ def paint_boxes(boxes_xyxy_px: torch.Tensor, weights: torch.Tensor, image_size: 
     return canvas
 
 
+def sum_boxes(boxes_xyxy_px: torch.Tensor, weights: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """As ``paint_boxes``, with the pixelwise sum of the boxes' weights instead of the max: (H, W) float32."""
+    width, height = image_size
+    canvas = torch.zeros(height, width, dtype=torch.float32)
+    for (x0, y0, x1, y1), weight in zip(boxes_xyxy_px.tolist(), weights.tolist()):
+        cols, rows = _span(x0, x1, width), _span(y0, y1, height)
+        if cols and rows and weight:
+            canvas[rows[0]:rows[1], cols[0]:cols[1]] += weight
+    return canvas
+
+
 def _span(low: float, high: float, size: int) -> tuple[int, int] | None:
     """Pixel indices [start, stop) that the interval [low, high] overlaps with positive length, within [0, size)."""
     start, stop = max(0, math.floor(low)), min(size, math.ceil(high))

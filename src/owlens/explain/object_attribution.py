@@ -20,7 +20,10 @@ on. An atom's weight is then the larger of its first-round weight and ``second_w
 second-round one, so the map's maximum stays on the first round's object and the next objects rank before the
 rest. The map paints each atom's box with its weight,
 pixelwise max as GA paints its boxes, plus ``tie_weight`` times the per-token gradient norm, so that inside
-a box the tokens the logit depends on most come first (deletion and insertion read that order).
+a box the tokens the logit depends on most come first (deletion and insertion read that order), plus
+``centre_weight`` (1e-4) times the pixelwise sum of the weighted boxes: pixels still equal after that (one
+patch of one box) are ordered by how much box weight covers them, which peaks at an object's centre, not at
+its bounding box's corners.
 The heaviest atoms are listed as ``Saliency.objects`` with their concept (the best query of the vocabulary over
 the boxes that overlap the atom at IoU >= 0.5: a box predicted from a patch at an object's edge is named by the
 object's best box) and the logit the MLLM gives without them. Listed atoms do not overlap one another at
@@ -36,7 +39,7 @@ import torch
 from owlens.boxes import box_iou
 from owlens.explain._base import Explainer, grid_to_image
 from owlens.explain._lm_pass import logit_gradients, padded_plans
-from owlens.explain.maps import boxes_to_pixels, paint_boxes
+from owlens.explain.maps import boxes_to_pixels, paint_boxes, sum_boxes
 from owlens.explain.saliency import ObjectEvidence, Saliency
 from owlens.explain.targets import TokenPlan
 from owlens.hallucination.vocabulary import coco_vocabulary
@@ -122,7 +125,8 @@ class ObjectAttribution(Explainer):
     "occlusion" (logit drop with the covered tokens of E replaced) or "gradient" (mass of ‖∂logit/∂E_i‖ on
     them); tie_weight: the share of the per-token gradient added to order tokens inside a box; top_objects: how
     many atoms ``objects`` lists; min_score: the best vocabulary score a box needs to be an atom; rounds: 2 to
-    read the drops again with the heaviest atom filled ("pixels"), weighted by second_weight.
+    read the drops again with the heaviest atom filled ("pixels"), weighted by second_weight; centre_weight: the
+    share of the summed box weights that orders pixels the rest leaves equal.
     """
 
     method = "object_attribution"
@@ -130,7 +134,7 @@ class ObjectAttribution(Explainer):
     def __init__(self, model, *, vocabulary: Sequence[str] | None = None, atoms: str = "all",
                  weighting: str = "pixels", nms_iou: float = 0.5, max_atoms: int = 8, tie_weight: float = 0.01,
                  top_objects: int = 3, min_score: float = 0.01, rounds: int = 2, second_weight: float = 0.5,
-                 **options):
+                 centre_weight: float = 1e-4, **options):
         super().__init__(model, **options)
         if atoms not in ATOMS:
             raise ValueError(f"atoms must be one of {ATOMS}; received {atoms!r}")
@@ -139,9 +143,9 @@ class ObjectAttribution(Explainer):
         if not 0 <= tie_weight < 1 or max_atoms < 1 or top_objects < 1 or not 0 < nms_iou <= 1:
             raise ValueError(f"expected 0 <= tie_weight < 1, max_atoms >= 1, top_objects >= 1, 0 < nms_iou <= 1; "
                              f"received {tie_weight}, {max_atoms}, {top_objects}, {nms_iou}")
-        if rounds not in (1, 2) or not 0 <= min_score < 1 or not 0 < second_weight < 1:
-            raise ValueError(f"expected rounds 1 or 2, 0 <= min_score < 1, 0 < second_weight < 1; received {rounds}, "
-                             f"{min_score}, {second_weight}")
+        if rounds not in (1, 2) or not 0 <= min_score < 1 or not 0 < second_weight < 1 or not 0 <= centre_weight < 1:
+            raise ValueError(f"expected rounds 1 or 2, 0 <= min_score < 1, 0 < second_weight < 1, 0 <= centre_weight "
+                             f"< 1; received {rounds}, {min_score}, {second_weight}, {centre_weight}")
         self.vocabulary = tuple(vocabulary) if vocabulary is not None else default_vocabulary(model)
         if not self.vocabulary or not all(isinstance(v, str) and v.strip() for v in self.vocabulary):
             raise ValueError(f"expected a non-empty list of concept texts as the vocabulary; received "
@@ -149,6 +153,7 @@ class ObjectAttribution(Explainer):
         self.atoms, self.weighting, self.nms_iou, self.max_atoms = atoms, weighting, nms_iou, max_atoms
         self.tie_weight, self.top_objects = tie_weight, top_objects
         self.min_score, self.rounds, self.second_weight = min_score, rounds, second_weight
+        self.centre_weight = centre_weight
         self._query_embeds = None
 
     def _vocabulary_embeds(self) -> torch.Tensor:
@@ -210,6 +215,9 @@ class ObjectAttribution(Explainer):
             token_map = relevance[t] / relevance[t].max() if float(relevance[t].max()) > 0 else relevance[t]
             canvas = paint_boxes(corners[atoms], weights, size) + self.tie_weight * grid_to_image(
                 token_map, self.model.grid, size)
+            if self.centre_weight > 0:
+                total = sum_boxes(corners[atoms], weights, size)
+                canvas = canvas + self.centre_weight * total / max(float(total.max()), 1e-12)
 
             peak = float(canvas.max())
             per_box = torch.zeros(len(boxes))
