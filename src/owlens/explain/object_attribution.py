@@ -14,16 +14,15 @@ the explained raw logit loses without it, read through the whole of J (``weighti
   carry the object).
 - "gradient": the explained logit's gradient mass on those tokens, Σ_i ‖∂ logit / ∂E_i‖.
 The weight is the drop clipped at 0 and divided by the largest. With ``rounds=2`` (default, "pixels" only) the
-heaviest atom's box stays filled and every atom's drop is read again: objects that stand in for one another (two
-squares behind "square") lower the logit little alone, and the second round finds the one the logit falls back
-on. An atom's weight is then the larger of its first-round weight and ``second_weight`` (0.5) times its
-second-round one, so the map's maximum stays on the first round's object and the next objects rank before the
-rest. The map paints each atom's box with its weight,
-pixelwise max as GA paints its boxes, plus ``tie_weight`` times the per-token gradient norm, so that inside
-a box the tokens the logit depends on most come first (deletion and insertion read that order), plus
-``centre_weight`` (1e-4) times the pixelwise sum of the weighted boxes: pixels still equal after that (one
-patch of one box) are ordered by how much box weight covers them, which peaks at an object's centre, not at
-its bounding box's corners.
+heaviest atom's box stays filled and the other objects' drops are read again, one box per object: objects that
+stand in for one another (two squares behind "square") lower the logit little alone, and the second round finds
+the one the logit falls back on. An atom's weight is then the larger of its first-round weight and
+``second_weight`` (0.5) times its second-round one, so the map's maximum stays on the first round's object and
+the next objects rank before the rest. The map paints each atom's box with its weight, pixelwise max as GA
+paints its boxes, plus ``tie_weight`` times the per-token gradient norm, so that inside a box the tokens the
+logit depends on most come first (deletion and insertion read that order), plus ``centre_weight`` (1e-4) times
+the pixelwise sum of the weighted boxes: pixels still equal after that (one patch of one box) are ordered by how
+much box weight covers them, which peaks at an object's centre, not at its bounding box's corners.
 The heaviest atoms are listed as ``Saliency.objects`` with their concept (the best query of the vocabulary over
 the boxes that overlap the atom at IoU >= 0.5: a box predicted from a patch at an object's edge is named by the
 object's best box) and the logit the MLLM gives without them. Listed atoms do not overlap one another at
@@ -218,7 +217,6 @@ class ObjectAttribution(Explainer):
             if self.centre_weight > 0:
                 total = sum_boxes(corners[atoms], weights, size)
                 canvas = canvas + self.centre_weight * total / max(float(total.max()), 1e-12)
-
             peak = float(canvas.max())
             per_box = torch.zeros(len(boxes))
             per_box[atoms] = weights
