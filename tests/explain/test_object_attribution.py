@@ -181,14 +181,14 @@ def test_the_map_peaks_inside_the_heaviest_box(model, inputs):
 
 
 def test_pixels_left_equal_are_ordered_by_the_box_weight_covering_them(model, inputs):
-    from owlens.explain.maps import paint_boxes, sum_boxes
+    from owlens.explain.maps import paint_boxes
 
     target = TokenTarget("circle")
     plain, centred = (ObjectAttribution(model, vocabulary=VOCABULARY, tie_weight=0.0, centre_weight=c).explain(
         inputs, target) for c in (0.0, 1e-4))
     assert torch.equal(plain.class_weights, centred.class_weights)
     corners = boxes_to_pixels(plain.boxes_cxcywh, (64, 64))
-    total = sum_boxes(corners, plain.class_weights, (64, 64))
+    total = paint_boxes(corners, plain.class_weights, (64, 64), combine="sum")
     expected = paint_boxes(corners, plain.class_weights, (64, 64)) + 1e-4 * total / total.max()
     assert torch.allclose(centred.map, expected / expected.max(), atol=1e-7)
     # The maximum is among the plain map's maximal pixels, at those the most box weight covers.

@@ -27,13 +27,16 @@ def boxes_to_pixels(boxes_cxcywh: torch.Tensor, image_size: tuple[int, int]) -> 
     return cxcywh_to_xyxy(boxes_cxcywh.double(), image_size)
 
 
-def paint_boxes(boxes_xyxy_px: torch.Tensor, weights: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+def paint_boxes(boxes_xyxy_px: torch.Tensor, weights: torch.Tensor, image_size: tuple[int, int], *,
+                combine: str = "max") -> torch.Tensor:
     """Boxes (N, 4) pixel corners x0, y0, x1, y1 and weights (N,) → map (H, W) float32 for an image of
     ``image_size`` (width, height).
 
     Each box, clipped to the image, paints every pixel it overlaps with its weight; the map is the pixelwise max
-    over boxes, and 0 where no box lies (pixel (r, c) covers [c, c+1) x [r, r+1)).
+    over boxes (``combine="sum"``: their sum), and 0 where no box lies (pixel (r, c) covers [c, c+1) x [r, r+1)).
     """
+    if combine not in ("max", "sum"):
+        raise ValueError(f"combine must be 'max' or 'sum'; received {combine!r}")
     width, height = image_size
     canvas = torch.zeros(height, width, dtype=torch.float32)
     for (x0, y0, x1, y1), weight in zip(boxes_xyxy_px.tolist(), weights.tolist()):
@@ -41,18 +44,10 @@ def paint_boxes(boxes_xyxy_px: torch.Tensor, weights: torch.Tensor, image_size: 
         rows = _span(y0, y1, height)
         if cols and rows:
             region = canvas[rows[0]:rows[1], cols[0]:cols[1]]
-            region.clamp_(min=weight)  # in place: the pixelwise max
-    return canvas
-
-
-def sum_boxes(boxes_xyxy_px: torch.Tensor, weights: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-    """As ``paint_boxes``, with the pixelwise sum of the boxes' weights instead of the max: (H, W) float32."""
-    width, height = image_size
-    canvas = torch.zeros(height, width, dtype=torch.float32)
-    for (x0, y0, x1, y1), weight in zip(boxes_xyxy_px.tolist(), weights.tolist()):
-        cols, rows = _span(x0, x1, width), _span(y0, y1, height)
-        if cols and rows and weight:
-            canvas[rows[0]:rows[1], cols[0]:cols[1]] += weight
+            if combine == "max":
+                region.clamp_(min=weight)  # in place: the pixelwise max
+            else:
+                region += weight
     return canvas
 
 

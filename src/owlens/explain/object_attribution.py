@@ -38,7 +38,7 @@ import torch
 from owlens.boxes import box_iou
 from owlens.explain._base import Explainer, grid_to_image
 from owlens.explain._lm_pass import logit_gradients, padded_plans
-from owlens.explain.maps import boxes_to_pixels, paint_boxes, sum_boxes
+from owlens.explain.maps import boxes_to_pixels, paint_boxes
 from owlens.explain.saliency import ObjectEvidence, Saliency
 from owlens.explain.targets import TokenPlan
 from owlens.hallucination.vocabulary import coco_vocabulary
@@ -215,7 +215,7 @@ class ObjectAttribution(Explainer):
             canvas = paint_boxes(corners[atoms], weights, size) + self.tie_weight * grid_to_image(
                 token_map, self.model.grid, size)
             if self.centre_weight > 0:
-                total = sum_boxes(corners[atoms], weights, size)
+                total = paint_boxes(corners[atoms], weights, size, combine="sum")
                 canvas = canvas + self.centre_weight * total / max(float(total.max()), 1e-12)
             peak = float(canvas.max())
             per_box = torch.zeros(len(boxes))
