@@ -281,3 +281,38 @@ def test_nested_borrows_restore_the_state_once_at_the_outer_exit():
         with borrowed(model):
             raise RuntimeError("an explainer failed")
     assert model.training and model[0].weight.requires_grad
+
+
+def test_shared_lm_passes_run_each_distinct_request_once_with_the_same_maps(model, monkeypatch):
+    from owlens.explain import _lm_pass
+
+    inputs = _inputs(model, [PROMPT, OTHER], seed=5)
+    target = AnswerTarget(answer="a small blue cross")
+    alone = {name: make_explainer(name, model).explain_all(inputs, target) for name in METHODS}
+    requests = []
+    real = _lm_pass._lm_pass
+
+    def counted(model_, embedding, plans, gradients, attentions):
+        requests.append((gradients, attentions))
+        return real(model_, embedding, plans, gradients, attentions)
+
+    monkeypatch.setattr(_lm_pass, "_lm_pass", counted)
+    with _lm_pass.shared_lm_passes():
+        shared = {name: make_explainer(name, model).explain_all(inputs, target) for name in METHODS}
+        # Other plans (one token, not the whole answer) and another E are requests of their own.
+        make_explainer("gradient", model).explain_all(inputs, TokenTarget("circle"))
+        make_explainer("gradient", model).explain_all(_inputs(model, [PROMPT, OTHER], seed=6), target)
+    # Six explainers read three kinds of pass (GA and object_attribution ∂/∂E, the gradient baselines ∂/∂v, the
+    # attention baselines the probabilities; the others at most a plain forward): each ran once, then the
+    # other plans and the other E once each.
+    first, rest = requests[:-2], requests[-2:]
+    assert len(first) == len(set(first)) and {("embedding", False), ("image_tokens", False), (None, True)} <= set(first)
+    assert rest == [("image_tokens", False), ("image_tokens", False)]
+    for name in METHODS:
+        for row, expected in zip(shared[name], alone[name]):
+            for saliency, other in zip(row, expected):
+                assert torch.equal(saliency.map, other.map), name
+    requests.clear()  # outside the block nothing is kept
+    make_explainer("gradient", model).explain_all(inputs, target)
+    make_explainer("gradient_input", model).explain_all(inputs, target)
+    assert len(requests) == 2

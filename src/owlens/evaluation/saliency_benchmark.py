@@ -40,6 +40,7 @@ from owlens.evaluation.saliency_cases import SaliencyCase, cue_candidates, objec
 from owlens.evaluation.saliency_scoring import POINTING_TOLERANCE_PX, causal_row, score_maps
 from owlens.evaluation.saliency_summary import SaliencyReport, summarise
 from owlens.explain._borrow import borrowed
+from owlens.explain._lm_pass import shared_lm_passes
 from owlens.explain.inputs import ExplainInputs
 from owlens.explain.registry import METHODS, make_explainer
 from owlens.explain.targets import TokenTarget, resolve_token
@@ -98,11 +99,12 @@ def _explain_case(model, case: SaliencyCase, embedding: torch.Tensor, explainers
     ids = inputs.input_ids[0][inputs.attention_mask[0].bool()]
     token_id = resolve_token(model.processor.mllm_tokenizer, case.token)[0]
     maps = {}
-    for name, explainer in explainers.items():
-        if name == "random":  # seeded per case: a resumed run draws the same maps as an uninterrupted one
-            explainer = make_explainer("random", model, seed=zlib.crc32(f"{seed}/{case.kind}/{case.cue}/"
-                                                                       f"{case.index}".encode()))
-        maps[name] = explainer.explain(inputs, TokenTarget(case.token, case.query)).map
+    with shared_lm_passes():  # GA and object_attribution, and each pair of baselines, read one LM pass
+        for name, explainer in explainers.items():
+            if name == "random":  # seeded per case: a resumed run draws the same maps as an uninterrupted one
+                explainer = make_explainer("random", model, seed=zlib.crc32(f"{seed}/{case.kind}/{case.cue}/"
+                                                                           f"{case.index}".encode()))
+            maps[name] = explainer.explain(inputs, TokenTarget(case.token, case.query)).map
     # Games on object cases and on the first prior's cue cases (its cue_* figures); the other priors' cases and
     # every control are read for pointing only, which is all their figures ask and halves the evaluation's cost.
     with_games = case.kind == "object" or (case.kind == "cue" and case.cue == defects.CROSS_STAR.name)

@@ -6,12 +6,18 @@ asks for what it reads: ∂ logit / ∂E (GA and the object attribution, ``gradi
 for the image tokens the LM reads, v = W(E[:, 1:]) (the gradient baselines, ``gradients="image_tokens"``), or
 the LM's attention probabilities (the attention baselines). The L backward passes run batched
 (``is_grads_batched``), each serving all images at once since image b's logits depend on E[b] only.
+
+Several explainers read the same pass: GA and the object attribution ∂ logit / ∂E, the two gradient baselines
+∂ logit / ∂v, the two attention baselines the probabilities. Inside ``shared_lm_passes()`` a repeated request
+(the same E tensor, equal plans, the same reads) is answered from the first one's result, so an evaluation that
+runs every method on one case pays for three passes instead of six; the results are the same tensors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +25,29 @@ import torch
 from owlens.explain.targets import TokenPlan
 from owlens.models.language import position_ids
 
-__all__ = ["GRADIENTS", "LMPass", "eager_attention", "lm_pass", "logit_gradients", "pad_plans", "padded_plans"]
+__all__ = ["GRADIENTS", "LMPass", "eager_attention", "lm_pass", "logit_gradients", "pad_plans", "padded_plans",
+           "shared_lm_passes"]
 
 GRADIENTS = ("embedding", "image_tokens")
+# key → (E, LMPass) while a ``shared_lm_passes`` block is open; E is kept so that its id cannot be reused.
+_SHARED: ContextVar[dict | None] = ContextVar("owlens_shared_lm_passes", default=None)
+
+
+@contextmanager
+def shared_lm_passes() -> Iterator[None]:
+    """Inside, ``lm_pass`` runs once per distinct request; the results are dropped on exit. For callers that
+    explain one image with several methods and do not change E in between (the saliency evaluation)."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _request_key(model, embedding: torch.Tensor, plans: list[TokenPlan], gradients, attentions: bool) -> tuple:
+    implementation = model.language.llava.config.text_config._attn_implementation  # eager and SDPA differ in bits
+    return (id(model), id(embedding), embedding._version, gradients, attentions, implementation,
+            tuple((tuple(p.input_ids), tuple(p.positions), tuple(p.token_ids)) for p in plans))
 
 
 def pad_plans(plans: list[TokenPlan], pad_id: int, device) -> tuple[torch.Tensor, ...]:
@@ -81,6 +107,17 @@ def lm_pass(model, embedding: torch.Tensor, plans: list[TokenPlan], *, gradients
     """
     if gradients not in (None, *GRADIENTS):
         raise ValueError(f"expected gradients=None or one of {GRADIENTS}; received {gradients!r}")
+    shared = _SHARED.get()
+    if shared is None:
+        return _lm_pass(model, embedding, plans, gradients, attentions)
+    key = _request_key(model, embedding, plans, gradients, attentions)
+    if key not in shared:
+        shared[key] = (embedding, _lm_pass(model, embedding, plans, gradients, attentions))
+    return shared[key][1]
+
+
+def _lm_pass(model, embedding: torch.Tensor, plans: list[TokenPlan], gradients: str | None,
+             attentions: bool) -> LMPass:
     ids, mask, positions, token_ids, valid = padded_plans(model, plans, embedding.device)
     keep = torch.unique(positions)  # the LM head runs only where a logit is explained
     with torch.set_grad_enabled(gradients is not None):
