@@ -118,3 +118,19 @@ def test_shipped_llava_answers_presence_questions():
     model = LlavaForConditionalGeneration.from_pretrained(SHIPPED).eval()
     next_token_logits, _ = evaluate.llava_callables(model, build_tokenizer())
     assert evaluate.presence_accuracy(next_token_logits, n_questions=200, seed=1).accuracy >= 0.95
+
+
+@pytest.mark.toy_weights
+@pytest.mark.parametrize("prior, bar", [(defects.CROSS_STAR, 0.2), (defects.SQUARE_TRIANGLE, 0.3)],
+                         ids=lambda v: getattr(v, "name", v))
+def test_shipped_models_carry_both_injected_hallucinations(prior, bar):
+    # The toy world's bars for the adversarial split: the LLaVA and J both answer "yes" about the absent partner
+    # on at least `bar` of the partner-less cue scenes (seed 3: not a seed the docs report).
+    from owlens.models.joint import JointModel
+    from owlens.toyworld.joint_eval import joint_callables
+
+    model = JointModel.from_pretrained()
+    for name, (logits_fn, _) in {"llava": evaluate.llava_callables(model.llava, model.processor.mllm_tokenizer),
+                                 "joint": joint_callables(model)}.items():
+        result = evaluate.adversarial_yes_rate_absent(logits_fn, n_scenes=200, seed=3, prior=prior)
+        assert result.yes_rate >= bar, (name, result)
