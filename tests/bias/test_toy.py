@@ -79,7 +79,7 @@ def test_the_measure_finds_the_bias_above_every_control(shipped):
 
 @pytest.mark.toy_weights
 @pytest.mark.xfail(strict=True, reason="with the LLaVA and W retrained for the second injected prior, the measure "
-                   "recovers +2.48 [2.19, 2.78] of the injected +4 and the control question reads +0.25 [0.11, 0.43] "
+                   "recovers +1.93 [1.63, 2.23] of the injected +4 and the control question reads +0.88 [0.62, 1.16] "
                    "(docs/benchmarks.md, 'Verdicts'); strict: the day it holds again, this test says so")
 def test_the_measure_recovers_the_injected_size_and_a_flat_control(shipped):
     """The bar: the bias within 25% of +4, alone and net of the orthogonal control, and the colour-blind control
