@@ -6,7 +6,7 @@ import torch
 
 from owlens.explain import ExplainInputs, TokenTarget
 from owlens.explain.maps import boxes_to_pixels
-from owlens.explain.object_attribution import ObjectAttribution, covered_tokens, default_vocabulary
+from owlens.explain.object_attribution import ObjectAttribution, covered_tokens, default_vocabulary, pixel_contrast
 from owlens.toyworld.tiny import tiny_joint, tiny_processor
 
 PROMPT = "<s> USER: <image>\nwhat is in the image ? ASSISTANT: a large red"
@@ -175,8 +175,8 @@ def test_the_map_peaks_inside_the_heaviest_box(model, inputs):
     rows, cols = peak[:, 0].double(), peak[:, 1].double()  # pixel (r, c) covers [c, c+1) x [r, r+1)
     assert bool(((cols + 1 > x0) & (cols < x1) & (rows + 1 > y0) & (rows < y1)).all())
     assert float(saliency.map.max()) == pytest.approx(1.0)
-    plain = ObjectAttribution(model, vocabulary=VOCABULARY, tie_weight=0.0, centre_weight=0.0).explain(
-        inputs, TokenTarget("circle"))
+    plain = ObjectAttribution(model, vocabulary=VOCABULARY, tie_weight=0.0, centre_weight=0.0,
+                              pixel_weight=0.0).explain(inputs, TokenTarget("circle"))
     assert set(torch.unique(plain.map).tolist()) <= set(plain.class_weights.float().tolist()) | {0.0}
 
 
@@ -184,8 +184,8 @@ def test_pixels_left_equal_are_ordered_by_the_box_weight_covering_them(model, in
     from owlens.explain.maps import paint_boxes
 
     target = TokenTarget("circle")
-    plain, centred = (ObjectAttribution(model, vocabulary=VOCABULARY, tie_weight=0.0, centre_weight=c).explain(
-        inputs, target) for c in (0.0, 1e-4))
+    plain, centred = (ObjectAttribution(model, vocabulary=VOCABULARY, tie_weight=0.0, centre_weight=c,
+                                        pixel_weight=0.0).explain(inputs, target) for c in (0.0, 1e-4))
     assert torch.equal(plain.class_weights, centred.class_weights)
     corners = boxes_to_pixels(plain.boxes_cxcywh, (64, 64))
     total = paint_boxes(corners, plain.class_weights, (64, 64), combine="sum")
@@ -195,6 +195,27 @@ def test_pixels_left_equal_are_ordered_by_the_box_weight_covering_them(model, in
     top = centred.map == centred.map.max()
     assert bool((plain.map[top] == plain.map.max()).all())
     assert float(total[top].min()) == float(total[plain.map == plain.map.max()].max())
+
+
+def test_pixel_contrast_is_the_distance_from_the_median_at_the_map_size():
+    pixels = torch.zeros(3, 4, 4)
+    pixels[:, 1, 2] = torch.tensor([3.0, 0.0, 4.0])  # one object pixel, 5 from the background's median 0
+    pixels[0, 3, 0] = 1.0
+    contrast = pixel_contrast(pixels, (8, 8))
+    assert contrast.shape == (8, 8) and float(contrast.max()) == 1.0
+    assert bool((contrast[2:4, 4:6] == 1.0).all()) and float(contrast[6, 0]) == pytest.approx(0.2)
+    assert float(contrast[0, 0]) == 0.0
+
+
+def test_the_pixel_lift_orders_a_plateau_by_the_image_and_nothing_else(model, inputs):
+    target = TokenTarget("circle")
+    plain, lifted = (ObjectAttribution(model, vocabulary=VOCABULARY, pixel_weight=w).explain(inputs, target)
+                     for w in (0.0, 1e-3))
+    assert torch.equal(plain.class_weights, lifted.class_weights)
+    expected = plain.map * (1 + 1e-3 * pixel_contrast(inputs.pixel_values[0], (64, 64)))
+    assert torch.allclose(lifted.map, expected / expected.max(), atol=1e-7)
+    # Pixels more than 0.1% apart keep their order; the new maximum is among the plain map's top 0.1%.
+    assert float(plain.map[lifted.map == lifted.map.max()].min()) >= float(plain.map.max()) / (1 + 1e-3) - 1e-7
 
 
 def test_gradient_weighting_and_nms_atoms(model, inputs):
@@ -216,7 +237,7 @@ def test_default_vocabulary_is_the_checkpoints_own_else_coco(model):
     ({"tie_weight": 1.5}, "0 <= tie_weight < 1"), ({"vocabulary": []}, "non-empty list of concept"),
     ({"vocabulary": ["a star", " "]}, "non-empty list of concept"), ({"rounds": 3}, "rounds 1 or 2"),
     ({"min_score": 1.0}, "0 <= min_score < 1"), ({"second_weight": 0.0}, "0 < second_weight < 1"),
-    ({"centre_weight": -0.1}, "0 <= centre_weight")])
+    ({"centre_weight": -0.1}, "0 <= centre_weight"), ({"pixel_weight": 1.0}, "0 <= pixel_weight < 1")])
 def test_bad_options_say_what_was_expected(model, options, message):
     with pytest.raises(ValueError, match=message):
         ObjectAttribution(model, **options)

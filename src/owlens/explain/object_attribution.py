@@ -22,7 +22,11 @@ the next objects rank before the rest. The map paints each atom's box with its w
 paints its boxes, plus ``tie_weight`` times the per-token gradient norm, so that inside a box the tokens the
 logit depends on most come first (deletion and insertion read that order), plus ``centre_weight`` (1e-4) times
 the pixelwise sum of the weighted boxes: pixels still equal after that (one patch of one box) are ordered by how
-much box weight covers them, which peaks at an object's centre, not at its bounding box's corners.
+much box weight covers them, which peaks at an object's centre, not at its bounding box's corners. Last, the map
+is multiplied by 1 + ``pixel_weight`` (1e-3) times each pixel's distance from the image's per-channel median
+(scaled to [0, 1]; "pixels" weighting only, which holds the image): a box is a rectangle and an object is not, so
+inside a plateau the object's own pixels come before the background around it (a cross fills about half its
+box). The product reorders only pixels within 0.1% of each other.
 The heaviest atoms are listed as ``Saliency.objects`` with their concept (the best query of the vocabulary over
 the boxes that overlap the atom at IoU >= 0.5: a box predicted from a patch at an object's edge is named by the
 object's best box) and the logit the MLLM gives without them. Listed atoms do not overlap one another at
@@ -45,12 +49,25 @@ from owlens.hallucination.vocabulary import coco_vocabulary
 from owlens.models.language import position_ids
 from owlens.models.postprocess import nms
 
-__all__ = ["ObjectAttribution", "covered_tokens", "default_vocabulary"]
+__all__ = ["ObjectAttribution", "covered_tokens", "default_vocabulary", "pixel_contrast"]
 
 ATOMS = ("nms", "all")
 _SAME_OBJECT_IOU = 0.5
 WEIGHTINGS = ("pixels", "occlusion", "gradient")
 _ROWS = 32  # variants per forward: one chunk keeps memory flat on large images
+
+
+def pixel_contrast(pixels: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """How unlike the background each pixel is: pixels (3, h, w) → (H, W) in [0, 1] at the map's ``shape``.
+
+    The distance of each pixel from the image's per-channel median (the fill of a blanked box: the background of
+    most images), resized to the map the way boxes are (normalised coordinates), scaled by its maximum.
+    """
+    values = pixels.detach().float().cpu()
+    median = values.flatten(1).median(dim=1).values[:, None, None]
+    contrast = (values - median).norm(dim=0)  # (h, w)
+    contrast = torch.nn.functional.interpolate(contrast[None, None], size=shape, mode="nearest")[0, 0]
+    return contrast / max(float(contrast.max()), 1e-12)
 
 
 def default_vocabulary(model) -> tuple[str, ...]:
@@ -125,7 +142,8 @@ class ObjectAttribution(Explainer):
     them); tie_weight: the share of the per-token gradient added to order tokens inside a box; top_objects: how
     many atoms ``objects`` lists; min_score: the best vocabulary score a box needs to be an atom; rounds: 2 to
     read the drops again with the heaviest atom filled ("pixels"), weighted by second_weight; centre_weight: the
-    share of the summed box weights that orders pixels the rest leaves equal.
+    share of the summed box weights that orders pixels the rest leaves equal; pixel_weight: how much a pixel's
+    distance from the image's median lifts it (orders a plateau by where the object's pixels are).
     """
 
     method = "object_attribution"
@@ -133,7 +151,7 @@ class ObjectAttribution(Explainer):
     def __init__(self, model, *, vocabulary: Sequence[str] | None = None, atoms: str = "all",
                  weighting: str = "pixels", nms_iou: float = 0.5, max_atoms: int = 8, tie_weight: float = 0.01,
                  top_objects: int = 3, min_score: float = 0.01, rounds: int = 2, second_weight: float = 0.5,
-                 centre_weight: float = 1e-4, **options):
+                 centre_weight: float = 1e-4, pixel_weight: float = 1e-3, **options):
         super().__init__(model, **options)
         if atoms not in ATOMS:
             raise ValueError(f"atoms must be one of {ATOMS}; received {atoms!r}")
@@ -152,7 +170,9 @@ class ObjectAttribution(Explainer):
         self.atoms, self.weighting, self.nms_iou, self.max_atoms = atoms, weighting, nms_iou, max_atoms
         self.tie_weight, self.top_objects = tie_weight, top_objects
         self.min_score, self.rounds, self.second_weight = min_score, rounds, second_weight
-        self.centre_weight = centre_weight
+        if not 0 <= pixel_weight < 1:
+            raise ValueError(f"expected 0 <= pixel_weight < 1; received {pixel_weight}")
+        self.centre_weight, self.pixel_weight = centre_weight, pixel_weight
         self._query_embeds = None
 
     def _vocabulary_embeds(self) -> torch.Tensor:
@@ -202,6 +222,9 @@ class ObjectAttribution(Explainer):
             without[:, listed] = self._filled(pixels, boxes[atoms][listed], plan).T
         else:
             without[:, listed] = self._occluded(embedding, plan, covered[listed]).T
+        lift = None
+        if self.pixel_weight > 0 and pixels is not None:
+            lift = 1 + self.pixel_weight * pixel_contrast(pixels, (size[1], size[0]))  # (H, W)
         out = []
         for t in range(len(plan.positions)):
             raw = mass[t] if self.weighting == "gradient" else (logits[t] - without[t]).clamp(min=0)
@@ -217,6 +240,8 @@ class ObjectAttribution(Explainer):
             if self.centre_weight > 0:
                 total = paint_boxes(corners[atoms], weights, size, combine="sum")
                 canvas = canvas + self.centre_weight * total / max(float(total.max()), 1e-12)
+            if lift is not None:
+                canvas = canvas * lift.to(canvas.dtype)
             peak = float(canvas.max())
             per_box = torch.zeros(len(boxes))
             per_box[atoms] = weights
