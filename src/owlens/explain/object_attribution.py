@@ -24,9 +24,9 @@ logit depends on most come first (deletion and insertion read that order), plus 
 the pixelwise sum of the weighted boxes: pixels still equal after that (one patch of one box) are ordered by how
 much box weight covers them, which peaks at an object's centre, not at its bounding box's corners. Last, the map
 is multiplied by 1 + ``pixel_weight`` (1e-3) times each pixel's distance from the image's per-channel median
-(scaled to [0, 1]; "pixels" weighting only, which holds the image): a box is a rectangle and an object is not, so
-inside a plateau the object's own pixels come before the background around it (a cross fills about half its
-box). The product reorders only pixels within 0.1% of each other.
+(scaled to [0, 1]; whenever the inputs hold the image, as "pixels" weighting needs): a box is a rectangle and an
+object is not, so inside a plateau the object's own pixels come before the background around it (a cross fills
+about half its box). The product reorders only pixels within 0.1% of each other.
 The heaviest atoms are listed as ``Saliency.objects`` with their concept (the best query of the vocabulary over
 the boxes that overlap the atom at IoU >= 0.5: a box predicted from a patch at an object's edge is named by the
 object's best box) and the logit the MLLM gives without them. Listed atoms do not overlap one another at
