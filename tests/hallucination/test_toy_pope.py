@@ -76,3 +76,15 @@ def test_calibration_only(tmp_path):
     full = build_toy_pope(tmp_path / "full", seed=5, n_images=4, calibration_images=2, statistics_scenes=100)
     assert alone.questions["calibration"].read_text() == full.questions["calibration"].read_text()
     assert alone.questions["adversarial"].read_text() == ""
+
+
+def test_a_rebuild_into_the_same_folder_leaves_its_images_untouched(tmp_path):
+    # The POPE runner's fingerprint lists images with their mtimes: rewriting identical PNGs refused every resume.
+    first = build_toy_pope(tmp_path, seed=5, n_images=3, calibration_images=2, statistics_scenes=100)
+    images = sorted(first.images.iterdir())
+    stamps = {p.name: p.stat().st_mtime_ns for p in images}
+    damaged = images[0].read_bytes()
+    images[0].write_bytes(b"not a png")
+    build_toy_pope(tmp_path, seed=5, n_images=3, calibration_images=2, statistics_scenes=100)
+    assert images[0].read_bytes() == damaged  # a file that differs is written again
+    assert {p.name: p.stat().st_mtime_ns for p in images[1:]} == {n: stamps[n] for n in stamps if n != images[0].name}

@@ -70,21 +70,27 @@ def run(args: argparse.Namespace) -> int:
         write_json(payload)
         return 0
     for split, scores in payload["pope"].items():
-        print(f"{split:>12}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-    difference = payload["flag_minus_doubt_auroc"]
-    print(f"adversarial: presence AUROC {payload['presence_auroc']:.4f}, flag AUROC {payload['flag_auroc']:.4f}, "
-          f"flag AP {payload['flag_ap']:.4f} (τ = {payload['threshold']['probability']:.4f}, calibrated); "
-          f"disagreement flag {payload['disagreement_flag_auroc']:.4f}, MLLM doubt {payload['mllm_doubt_auroc']:.4f}, "
-          f"detector {payload['detector_auroc']:.4f}; flag − doubt {difference[0]:+.4f} "
-          f"[{difference[1]:+.4f}, {difference[2]:+.4f}]")
+        print(f"{split:>12}: " + "  ".join(f"{k} {_shown(v, '.4f')}" for k, v in scores.items()))
+    mean, low, high = (_shown(v, "+.4f") for v in payload["flag_minus_doubt_auroc"])
+    print(f"adversarial: presence AUROC {_shown(payload['presence_auroc'])}, flag AUROC "
+          f"{_shown(payload['flag_auroc'])}, flag AP {_shown(payload['flag_ap'])} (τ = "
+          f"{_shown(payload['threshold']['probability'])}, calibrated); disagreement flag "
+          f"{_shown(payload['disagreement_flag_auroc'])}, MLLM doubt {_shown(payload['mllm_doubt_auroc'])}, "
+          f"detector {_shown(payload['detector_auroc'])}; flag − doubt {mean} [{low}, {high}]")
     if payload["check"]:
         c = payload["check"]
-        print(f"check on captions: {c['objects']} objects, {c['false_ungrounded_rate']:.3f} of the correct ones "
-              f"called ungrounded, {c['hallucinated_flagged_rate']:.3f} of {c['hallucinated']} hallucinated flagged")
+        print(f"check on captions: {c['objects']} objects, {_shown(c['false_ungrounded_rate'], '.3f')} of the "
+              f"correct ones called ungrounded, {_shown(c['hallucinated_flagged_rate'], '.3f')} of "
+              f"{c['hallucinated']} hallucinated flagged")
     injected = payload["injected"]
     print(f"injected: {injected['n_questions']} star questions on cross scenes, yes-rate {injected['yes_rate']}, "
           f"flagged {injected['flagged_rate']}")
     return 0
+
+
+def _shown(value, spec: str = ".4f") -> str:
+    """A figure for the summary; JSON's null (a rate or AUROC with nothing to count: a small run) as "n/a"."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def _browsable(folder, payload: dict, model, args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ threshold is chosen; ``calibrate_toy`` fits the shipped model's τ on it.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 from owlens.hallucination.calibration import Calibration
 from owlens.hallucination.pope_format import PopeQuestion, write_questions
 from owlens.hallucination.runner import calibrate_on_questions
+from owlens.persist.atomic import atomic_write_bytes
 from owlens.toyworld.text import presence_question
 from owlens.toyworld.world import SHAPES, sample_scene
 
@@ -90,11 +92,21 @@ def _scene_questions(scene, rng, splits, per_image, statistics) -> dict[str, lis
     return out
 
 
+def _keep_or_write(path: Path, scene) -> None:
+    """Save the scene's PNG unless ``path`` already holds those bytes. A rerun into the same folder must resume: the
+    POPE runner's fingerprint lists the images with their mtimes, so rewriting identical files would refuse it."""
+    buffer = io.BytesIO()
+    scene.pil().save(buffer, format="PNG")
+    data = buffer.getvalue()
+    if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
+        atomic_write_bytes(path, data)
+
+
 def _write_split(folder: Path, name: str, scenes, stem: str, rng, splits, per_image, statistics, truth_rows):
     questions: dict[str, list[PopeQuestion]] = {split: [] for split in splits}
     for index, scene in enumerate(scenes):
         image = f"{stem}_{index:05d}.png"
-        scene.pil().save(folder / "images" / image)
+        _keep_or_write(folder / "images" / image, scene)
         objects = [{"shape": o.shape, "colour": o.colour, "size": o.size, "box_xyxy": list(o.box_xyxy)}
                    for o in scene.objects]
         truth_rows.append({"image": image, "objects": objects})
