@@ -9,6 +9,7 @@ from PIL import Image
 
 from owlens.cli import main
 from owlens.hallucination.check import check
+from owlens.hallucination.claims import claim_boxes
 from owlens.hallucination.flag import PresenceThreshold
 from owlens.models.language import Generation
 from owlens.toyworld.text import toy_vocabulary
@@ -26,8 +27,10 @@ def test_every_mentioned_object_gets_the_detectors_verdict(image, monkeypatch):
     model = tiny_joint(0, processor=tiny_processor())
     monkeypatch.setattr(model, "generate", lambda *a, **k: Generation(["a red circle and a star ."], [[1]]))
     with torch.no_grad():
-        logits = model.detect(model.encode_images(image), ["a photo of a red circle", "a photo of a star"]).logits
-    best = logits[0].max(dim=0).values  # (2,)
+        detections = model.detect(model.encode_images(image), ["a photo of a red circle", "a photo of a star"])
+    # each name on a box of its own (claims.py, tested there): the weaker one moves if both best boxes overlap
+    claims = claim_boxes(detections.logits[0], detections.boxes_xyxy_px((64, 64))[0])
+    best = claims.logit  # (2,)
     threshold = PresenceThreshold(float(best.mean()), 0.5, float("nan"), 0)  # between the two objects' scores
     result = check(model, image, "what is in the image ?", toy_vocabulary(), threshold=threshold)
     assert [o.name for o in result.objects] == ["red circle", "star"]
@@ -35,6 +38,9 @@ def test_every_mentioned_object_gets_the_detectors_verdict(image, monkeypatch):
         assert verdict.presence_logit == pytest.approx(float(z), abs=1e-5)
         assert verdict.grounded == (float(z) > threshold.logit)
     assert sum(o.grounded for o in result.objects) == 1 and len(result.ungrounded) == 1
+    names = ["red circle", "star"]
+    assert [o.held_by for o in result.objects] == [names[h] if h >= 0 else None for h in claims.held_by.tolist()]
+    assert [o.detection.index for o in result.objects] == claims.index.tolist()
     assert all(len(o.box_xyxy_px) == 4 for o in result.objects)
 
 

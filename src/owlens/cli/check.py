@@ -26,7 +26,8 @@ def register(subparsers) -> None:
         "check", parents=[model_options(), json_option()], help="answer, then ground every object the answer mentions",
         description="Generate an answer about IMAGE, find the objects it mentions, and ask the detector, from the "
                     "same embedding E, for each object's presence p_c and best box: below τ it is ungrounded, a "
-                    "likely hallucination.")
+                    "likely hallucination. Each named object is read on a box of its own: where two names' best "
+                    "boxes overlap (IoU >= 0.5), the weaker name is read on its best remaining box.")
     parser.add_argument("image", help="image file")
     parser.add_argument("--prompt", required=True, help="question, or a full prompt holding the image placeholder")
     parser.add_argument("--vocabulary", choices=("auto", "toy", "coco"), default="auto",
@@ -101,7 +102,8 @@ def print_verdicts(objects, threshold: float, source: str) -> None:
     for o in objects:
         verdict = "grounded  " if o.grounded else "UNGROUNDED"
         mllm = f"  P(yes) {o.p_yes:.3f}" if o.p_yes is not None else ""
+        held = f"  (its best box is the {o.held_by}'s; read on its next best)" if o.held_by else ""
         print(f"  {verdict} {o.name}: p_c {o.presence:.3f}{mllm}  box_xyxy_px "
-              + " ".join(f"{v:.1f}" for v in o.box_xyxy_px))
+              + " ".join(f"{v:.1f}" for v in o.box_xyxy_px) + held)
     if not objects:
         print("  (the answer names no object of the vocabulary)")

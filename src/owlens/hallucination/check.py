@@ -1,11 +1,10 @@
 """A per-object verdict on one answer: every object the MLLM names, grounded or not by the detector on the same E.
 
-``check`` generates an answer through J, finds the objects it mentions (``ObjectVocabulary``), and asks
-OWL, from the embedding the answer was generated from, for each object's presence p_c and best box
-(the paper's hallucination check). An object whose p_c does not pass τ is ungrounded: a likely
-hallucination. A "yes" to a POPE
-question ("Is there a {c} in the image?") names no object itself, so there the object asked about is the one
-checked.
+``check`` generates an answer through J, finds the objects it mentions (``ObjectVocabulary``), and asks OWL, from
+the embedding the answer was generated from, for each object's presence p_c and best box (the paper's
+hallucination check), one box per object (``claims.py``: two names on one box are one object). An object whose
+p_c does not pass τ is ungrounded: a likely hallucination. A "yes" to a POPE question ("Is there a {c} in the
+image?") names no object itself, so there the object asked about is the one checked.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import torch
 
 from owlens.hallucination.answers import p_yes, parse_answer, yes_no_token_ids
 from owlens.hallucination.calibration import Grounding, resolve_grounding
+from owlens.hallucination.claims import claim_boxes
 from owlens.hallucination.flag import PresenceThreshold
 from owlens.hallucination.pope_format import object_of
 from owlens.hallucination.vocabulary import ObjectVocabulary
@@ -30,16 +30,18 @@ __all__ = ["ObjectVerdict", "CheckResult", "ground", "check", "claimed"]
 
 @dataclass(frozen=True)
 class ObjectVerdict:
-    """One mentioned object, judged on the detector's best box for it.
+    """One mentioned object, judged on the detector's best box for it that no other named object holds.
 
     name: the object as the vocabulary names it.
     detection: that best box, a ``Box`` as ``owlens detect`` reports one: its ``query`` (the name in the query
         template), ``score`` (p_c, read here as ``presence``), ``box_xyxy_px`` (pixels of the original image) and
         ``index`` (the patch that predicts it).
-    presence_logit: z_c, the max over boxes of the logit for the query; presence = sigmoid(presence_logit).
+    presence_logit: z_c, the logit for the query on that box (the max over boxes, unless a more strongly detected
+        object of the same answer holds the best box: ``claims.claim_boxes``); presence = sigmoid(presence_logit).
     grounded: presence_logit > τ with the detector alone; with a calibrated combined flag, its score for "yes,
         there is a {name}" (``flag_score``, from the MLLM's own ``p_yes`` and z_c) stays under the calibration's cut.
     p_yes, flag_score: None unless the combined flag judged.
+    held_by: the named object that holds this one's own best box (then z_c is read on the next best), or None.
     """
 
     name: str
@@ -48,6 +50,7 @@ class ObjectVerdict:
     grounded: bool
     p_yes: float | None = None
     flag_score: float | None = None
+    held_by: str | None = None
 
     @property
     def query(self) -> str:
@@ -67,7 +70,7 @@ class ObjectVerdict:
         patch index is left out, as it was before the box was a ``Box``."""
         return {"name": self.name, "query": self.query, "presence": self.presence,
                 "presence_logit": self.presence_logit, "box_xyxy_px": self.box_xyxy_px, "grounded": self.grounded,
-                "p_yes": self.p_yes, "flag_score": self.flag_score}
+                "p_yes": self.p_yes, "flag_score": self.flag_score, "held_by": self.held_by}
 
 
 @dataclass(frozen=True)
@@ -106,10 +109,11 @@ def ground(model, embedding: torch.Tensor, names: Sequence[str], image_size: tup
     grounding = threshold if isinstance(threshold, Grounding) else Grounding(threshold, "given")
     queries = [query_template.format(name) for name in names]
     detections = model.detect(embedding, queries)
-    logits = detections.logits.float()[0]  # (N, Q)
-    best_logit, best = logits.max(dim=0)  # (Q,)
-    boxes = detections.boxes_xyxy_px(image_size)[0, best]  # (Q, 4)
-    z = best_logit.cpu().double().numpy()
+    corners = detections.boxes_xyxy_px(image_size)[0]  # (N, 4)
+    claims = claim_boxes(detections.logits[0].cpu(), corners.cpu())  # one box per named object
+    best_logit, best = claims.logit, claims.index  # (Q,)
+    boxes = corners[best]  # (Q, 4)
+    z = best_logit.double().numpy()
     grounded, chance, scores = z > grounding.threshold.logit, [None] * len(names), [None] * len(names)
     if grounding.combined:
         # The MLLM asked about each named object, on the same E, as the calibration split asked it.
@@ -120,8 +124,10 @@ def ground(model, embedding: torch.Tensor, names: Sequence[str], image_size: tup
         scores = grounding.flag.scores(np.ones(len(names), dtype=bool), z, chance)
         grounded = scores <= grounding.cut
         chance, scores = [float(v) for v in chance], [float(v) for v in scores]
+    held_by = [names[h] if h >= 0 else None for h in claims.held_by.tolist()]
     return [ObjectVerdict(name, Box(query, float(torch.sigmoid(best_logit[q])), tuple(float(v) for v in boxes[q]),
-                                    int(best[q])), float(best_logit[q]), bool(grounded[q]), chance[q], scores[q])
+                                    int(best[q])), float(best_logit[q]), bool(grounded[q]), chance[q], scores[q],
+                          held_by[q])
             for q, (name, query) in enumerate(zip(names, queries))]
 
 
