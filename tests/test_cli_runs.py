@@ -54,6 +54,8 @@ BAD = {
     "saliency scenes": (["evaluate", "saliency", "--scenes", "0"], "integer >= 1"),
     "saliency out file": (["evaluate", "saliency", "--out", "{tmp}/file.txt"], "expected a folder"),
     "hallucination batch": (["evaluate", "hallucination", "--batch-size", "0"], "integer >= 1"),
+    "bias layer": (["evaluate", "bias", "--layer", "-1"], "expected E or an encoder layer"),
+    "bias layer word": (["evaluate", "bias", "--layer", "last"], "expected E or an encoder layer"),
     "align lr": (["align", "train", "--owl", "o", "--mllm", "m", "--images", "i", "--out", "o", "--lr", "0"],
                  "number > 0"),
     "align decay": (["align", "train", "--owl", "o", "--mllm", "m", "--images", "i", "--out", "o",

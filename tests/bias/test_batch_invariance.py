@@ -23,30 +23,39 @@ def toy():
 
 
 @pytest.fixture(scope="module")
-def scenes_embedding(toy):
+def pixels():
     from owlens.evaluation.bias_validation import toy_scenes
     from owlens.toyworld.world import to_pixel_values
 
+    return to_pixel_values(np.stack([s.image for s in toy_scenes(0, 50)]))  # (50, 3, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def scenes_embedding(toy, pixels):
     with torch.no_grad():
-        return toy.encode(to_pixel_values(np.stack([s.image for s in toy_scenes(0, 50)])))  # (50, 1+N, d)
+        return toy.encode(pixels)  # (50, 1+N, d)
 
 
-def _identity_scores(toy, embedding, batch_size):
+def _identity_scores(toy, pixels, batch_size, setting):
+    from owlens.bias.perturbation import encode_for
     from owlens.bias.scoring import TraitScorer
-    from owlens.evaluation.bias_validation import TOY_PERTURBATION, TOY_PROMPT, toy_concept
+    from owlens.evaluation.bias_validation import TOY_PROMPT, toy_concept
 
-    perturber = TOY_PERTURBATION.build(toy)
+    perturber = setting.build(toy)
     scorer = TraitScorer(toy, TOY_PROMPT, max_new_tokens=0)
     red = toy_concept("red")
     scores = []
-    for start in range(0, len(embedding), batch_size):
-        chunk = embedding[start:start + batch_size]
-        scores.append(scorer.score(perturber.perturb(chunk, red, red).embedding, "heavy").expected)
+    for start in range(0, len(pixels), batch_size):
+        embedding, state = encode_for(toy, pixels[start:start + batch_size], setting.layer)
+        scores.append(scorer.score(perturber.perturb(embedding, red, red, state=state).embedding, "heavy").expected)
     return torch.cat(scores)
 
 
-def test_identity_scores_do_not_depend_on_the_batch_size(toy, scenes_embedding):
-    by_size = {size: _identity_scores(toy, scenes_embedding, size) for size in (1, 7, 50)}
+@pytest.mark.parametrize("setting", ["TOY_PERTURBATION", "E_PERTURBATION"])
+def test_identity_scores_do_not_depend_on_the_batch_size(toy, pixels, setting):
+    from owlens.evaluation import bias_validation
+
+    by_size = {size: _identity_scores(toy, pixels, size, getattr(bias_validation, setting)) for size in (1, 7, 50)}
     for size in (7, 50):
         difference = (by_size[size] - by_size[1]).abs().max().item()
         assert difference <= 1e-4, f"batch size {size} vs 1: identity scores differ by up to {difference:.2e}"

@@ -28,7 +28,8 @@ def test_fgsm_is_one_signed_step_down_the_swap_loss(tiny_model, embedding):
     assert torch.allclose(result.linf, torch.full((3,), 0.25, dtype=torch.float32))
     assert torch.allclose(result.l2, torch.full((3,), 0.25 * math.sqrt(17 * 32), dtype=torch.float32))
     assert result.c_minus == "man" and result.c_plus == "woman" and result.method == "fgsm"
-    assert result.settings == {"epsilon": 0.25, "norm": "linf", "steps": 1, "target": PAPER_TARGET, "region": None}
+    assert result.settings == {"epsilon": 0.25, "norm": "linf", "steps": 1, "target": PAPER_TARGET, "region": None,
+                               "layer": None}
     assert result.tokens_moved.tolist() == [17, 17, 17]  # the paper's attack moves all of E, CLS included
 
 

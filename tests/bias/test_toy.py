@@ -52,8 +52,8 @@ def test_shape_queries_and_bad_modes(tiny_model):
 
 @pytest.fixture(scope="module")
 def shipped():
-    """The documented toy setting on the shipped weights (docs/benchmarks.md, "Verdicts"), seed 0, 200 scenes:
-    one run (about a minute and a half on one thread) read by the two tests below."""
+    """The documented toy setting on the shipped weights (docs/benchmarks.md, "Bias assessment"), seed 0, 200 scenes:
+    one run (several minutes on one thread: the orthogonal control's Jacobians) read by the tests below."""
     from owlens.models.joint import JointModel
 
     model = JointModel.from_pretrained(device="cpu", dtype="fp32")
@@ -61,31 +61,36 @@ def shipped():
 
 
 @pytest.mark.toy_weights
-def test_the_measure_finds_the_bias_above_every_control(shipped):
-    """What the design achieves on the shipped weights: the bias positive with its CI above 0, alone and net of
-    the orthogonal control; OWL swapped on 90% of the scenes; the orthogonal control leaving OWL's red presence
-    where it was (the shuffled control drops it) and reading less than the shuffled one."""
+def test_the_measure_recovers_the_injected_size_with_the_colour_blind_controls_on_zero(shipped):
+    """What the upstream setting achieves on the shipped weights: the bias within 25% of +4 with its CI above 0,
+    alone and net of the orthogonal control; the colour-blind question and the semantic null swap (red -> green,
+    which "heavy" does not depend on) with their CIs on 0; OWL swapped on 90% of the scenes."""
     toy = shipped
-    assert toy.biased["ci"][0] > 0 and toy.net_of_orthogonal["ci"][0] > 0
-    assert toy.biased["delta"] > max(toy.random_control["delta"], toy.orthogonal_control["delta"],
-                                     toy.identity_control["delta"], toy.control["delta"]) + 1.0
+    within = 0.25 * toy.injected_delta
+    assert toy.biased["ci"][0] > 0 and abs(toy.biased["delta"] - toy.injected_delta) <= within
+    assert toy.net_of_orthogonal["ci"][0] > 0 and abs(toy.net_of_orthogonal["delta"] - toy.injected_delta) <= within
+    for control in (toy.control, toy.null_control):
+        assert control["ci"][0] <= 0 <= control["ci"][1]
     assert toy.owl_swap_success >= 0.9
-    perturbations = toy.summary["perturbations"]
-    orthogonal = perturbations["orthogonal"]
-    before, after = orthogonal["presence_before_mean"], orthogonal["presence_after_mean"]
-    assert abs(after[0] - before[0]) < 0.01 < before[0] - perturbations["random"]["presence_after_mean"][0]
-    assert toy.orthogonal_control["delta"] < toy.random_control["delta"]
 
 
 @pytest.mark.toy_weights
-@pytest.mark.xfail(strict=True, reason="with the LLaVA and W retrained for the second injected prior, the measure "
-                   "recovers +1.93 [1.63, 2.23] of the injected +4 and the control question reads +0.88 [0.62, 1.16] "
-                   "(docs/benchmarks.md, 'Verdicts'); strict: the day it holds again, this test says so")
-def test_the_measure_recovers_the_injected_size_and_a_flat_control(shipped):
-    """The bar: the bias within 25% of +4, alone and net of the orthogonal control, and the colour-blind control
-    question on 0. Met with the weights before (+3.68, control CI on 0); not with these."""
+def test_the_orthogonal_control_holds_owl_s_reading_and_moves_the_answer_least(shipped):
+    """The orthogonal control leaves OWL's red presence where it was (the shuffled control does not) and moves J's
+    answer by less than a tenth of a point, less than the shuffled control of the same norms."""
     toy = shipped
-    within = 0.25 * toy.injected_delta
-    assert abs(toy.biased["delta"] - toy.injected_delta) <= within
-    assert abs(toy.net_of_orthogonal["delta"] - toy.injected_delta) <= within
-    assert toy.control["ci"][0] <= 0 <= toy.control["ci"][1]
+    perturbations = toy.summary["perturbations"]
+    orthogonal = perturbations["orthogonal"]
+    before, after = orthogonal["presence_before_mean"], orthogonal["presence_after_mean"]
+    assert abs(after[0] - before[0]) < 0.01 < abs(before[0] - perturbations["random"]["presence_after_mean"][0])
+    assert abs(toy.orthogonal_control["delta"]) < min(0.1, abs(toy.random_control["delta"]))
+
+
+@pytest.mark.toy_weights
+@pytest.mark.xfail(strict=True, reason="upstream, the identity attack (C+ = C-: pull the red logits toward 0) and the "
+                   "shuffled random control move 'heavy' by -0.46 and -0.13 on seed 0, CIs below 0 "
+                   "(docs/benchmarks.md, 'Bias assessment'); strict: the day they read 0, this test says so")
+def test_the_identity_and_shuffled_controls_read_zero(shipped):
+    toy = shipped
+    for control in (toy.identity_control, toy.random_control):
+        assert control["ci"][0] <= 0 <= control["ci"][1]

@@ -6,6 +6,8 @@ far away make the loss's gradient, box by box, a constant push (down on C−, up
 the attack follows the detector's notion of the concept, not the MLLM's, which is what makes the MLLM's
 change of answer a measurement rather than an optimisation target. ``region`` (``region.py``) is our
 localised variant: the same loss over the boxes where OWL sees C− only, moving only their patch tokens.
+``layer`` is our upstream variant: δ is applied to the state entering one of OWL's earlier encoder layers and
+reaches E through OWL's own layers (``applied_at`` says why).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from owlens.queries import QUERY_TEMPLATE
 
 __all__ = [
     "PAPER_TARGET",
+    "applied_at",
+    "encode_for",
     "Concept",
     "Perturbation",
     "SwapPerturbation",
@@ -74,6 +78,8 @@ class Perturbation:
     presence_before, presence_after: (B, 2) float32 OWL presence sigmoid(max over boxes and the concept's
         queries of the class logit), columns [C−, C+], from E and from E'.
     c_minus, c_plus: the concepts, by name. method: "fgsm", "pgd", "random". settings: its configuration.
+    layer, delta: None for δ on E itself (E' − E); else δ (B, 1+N, d) float32 was applied to the state entering
+        OWL's encoder layer ``layer``, E' computed from there. The norms above are δ's, in the space it was applied.
     """
 
     embedding: torch.Tensor
@@ -86,6 +92,8 @@ class Perturbation:
     c_plus: str
     method: str
     settings: dict = field(default_factory=dict)
+    delta: torch.Tensor | None = field(default=None, repr=False)
+    layer: int | None = None
 
     @property
     def swapped(self) -> torch.Tensor:
@@ -122,26 +130,36 @@ class SwapPerturbation:
     method = "swap"
 
     def __init__(self, model, *, target: float = PAPER_TARGET, owl_template: str = QUERY_TEMPLATE,
-                 region: float | None = None):
+                 region: float | None = None, layer: int | None = None):
         if target <= 0:
             raise ValueError(f"the logit target must be positive (C+ is pushed to +target); received {target}")
         if region is not None and not 0 < region <= 1:
             raise ValueError(f"region is a fraction of the best C- presence, in (0, 1], or None for all of E "
                              f"(paper); received {region}")
+        if layer is not None and (not isinstance(layer, int) or layer < 0):
+            raise ValueError(f"layer is the OWL encoder layer whose input state is perturbed (0 or more), or None "
+                             f"for E itself (paper); received {layer!r}")
         self.model, self.target, self.owl_template = model, float(target), owl_template
         self.region = None if region is None else float(region)
+        self.layer = layer
 
     @property
     def settings(self) -> dict:
-        return {"target": self.target, "region": self.region}
+        return {"target": self.target, "region": self.region, "layer": self.layer}
 
     def _delta(self, embedding: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def perturb(self, embedding: torch.Tensor, c_minus: str | Concept, c_plus: str | Concept) -> Perturbation:
-        """E (B, 1+N, d) → ``Perturbation`` moving OWL's reading from ``c_minus`` to ``c_plus``."""
+    def perturb(self, embedding: torch.Tensor, c_minus: str | Concept, c_plus: str | Concept, *,
+                state: torch.Tensor | None = None) -> Perturbation:
+        """E (B, 1+N, d) → ``Perturbation`` moving OWL's reading from ``c_minus`` to ``c_plus``.
+
+        ``state``: with ``layer`` set, the state entering that OWL encoder layer (B, 1+N, d), which E came from
+        (``JointModel.encoder_state``); δ is applied there.
+        """
         minus, plus = Concept.of(c_minus, self.owl_template), Concept.of(c_plus, self.owl_template)
         embedding = embedding.detach()
+        origin, to_embedding = applied_at(self.model, embedding, state, self.layer)
         queries = query_embeds_for(self.model, (minus, plus))  # (Qm + Qp, d_text)
         # Σ_q (l_q − t_q)² over queries that share a text is n·(l − mean t)² plus a constant: the same gradient,
         # computed without subtracting two ~1e6 terms. For C+ = C− (the identity control) the mean target is 0
@@ -156,11 +174,12 @@ class SwapPerturbation:
         unique_queries = queries[[texts.index(u) for u in unique]]
         region = None if self.region is None else owl_region(self.model, embedding, queries, len(minus.queries),
                                                               self.region)  # (B, N) or None: every box
-        mask = None if region is None else token_mask(region)  # (B, 1+N, 1)
+        # Upstream, every token of the state may move: OWL's layers spread a change across tokens anyway.
+        mask = None if region is None or self.layer is not None else token_mask(region)  # (B, 1+N, 1)
 
         def gradient(x: torch.Tensor) -> torch.Tensor:
             x = x.detach().requires_grad_(True)
-            logits = self.model.detect(x, unique_queries).logits  # (B, N, U)
+            logits = self.model.detect(to_embedding(x), unique_queries).logits  # (B, N, U)
             work = torch.promote_types(logits.dtype, torch.float32)  # never a half-precision loss
             per_box = (weight.to(x.device, work) * (logits.to(work) - target.to(x.device, work)) ** 2).sum(-1) \
                 / len(texts)  # (B, N)
@@ -171,9 +190,40 @@ class SwapPerturbation:
             return grad if mask is None else grad * mask.to(grad.dtype)
 
         with borrowed_for_gradients(self.model):
-            delta = self._delta(embedding, gradient)
-        return finish(self.model, embedding, (embedding + delta).to(embedding.dtype), minus, plus, queries,
-                      self.method, self.settings)
+            delta = self._delta(origin, gradient)
+            with torch.no_grad():
+                perturbed = to_embedding((origin + delta).to(origin.dtype))
+        # On E, the norms are measured on E' − E as it is stored (in E's dtype), as they always were.
+        return finish(self.model, embedding, perturbed, minus, plus, queries, self.method, self.settings,
+                      delta=None if self.layer is None else delta, layer=self.layer)
+
+
+@torch.no_grad()
+def encode_for(model, pixel_values: torch.Tensor, layer: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """OWL pixel values → (E (B, 1+N, d), the state entering encoder ``layer`` that E came from, or None)."""
+    if layer is None:
+        return model.encode(pixel_values), None
+    state = model.encoder_state(pixel_values, layer)
+    return model.encode_from(state, layer), state
+
+
+def applied_at(model, embedding: torch.Tensor, state: torch.Tensor | None, layer: int | None):
+    """Where δ goes and how it reaches E: (origin (B, 1+N, d), x ↦ E(x)), for E itself or an upstream state.
+
+    Why upstream: on the toy world the MLLM reads an object's colour from 6–8 of E's tokens, while the boxes
+    where OWL sees it cover about 2 (docs/benchmarks.md, "Bias assessment"); δ on those 2 tokens of E reaches
+    the colour only by pushing them far from any image's tokens, which moves every answer. The same loss on the
+    state two layers earlier reaches E through OWL's own attention and MLPs, spread over the object's tokens.
+    """
+    if layer is None:
+        return embedding, lambda x: x
+    if state is None:
+        raise ValueError(f"this perturbation is applied to the state entering OWL's encoder layer {layer}: pass "
+                         f"state=model.encoder_state(pixel_values, {layer}) beside E")
+    if state.shape != embedding.shape:
+        raise ValueError(f"the encoder state is shaped {tuple(state.shape)}; expected E's shape "
+                         f"{tuple(embedding.shape)}")
+    return state.detach(), lambda x: model.encode_from(x, layer)
 
 
 def concept_presence(model, embedding: torch.Tensor, queries: torch.Tensor, n_minus: int) -> torch.Tensor:
@@ -184,16 +234,21 @@ def concept_presence(model, embedding: torch.Tensor, queries: torch.Tensor, n_mi
 
 
 def finish(model, embedding: torch.Tensor, perturbed: torch.Tensor, minus: Concept, plus: Concept,
-           queries: torch.Tensor, method: str, settings: dict) -> Perturbation:
-    """Measure δ and OWL's before/after presence; the one place a ``Perturbation`` is built."""
-    delta = (perturbed - embedding).float()  # (B, 1+N, d)
+           queries: torch.Tensor, method: str, settings: dict, *, delta: torch.Tensor | None = None,
+           layer: int | None = None) -> Perturbation:
+    """Measure δ and OWL's before/after presence; the one place a ``Perturbation`` is built.
+
+    ``delta``: δ where it was applied (the state entering encoder layer ``layer``); None: E' − E.
+    """
+    delta = (perturbed - embedding if delta is None else delta).detach().float()  # (B, 1+N, d)
     n_minus = len(minus.queries)
     return Perturbation(
         embedding=perturbed.detach(), linf=delta.flatten(1).abs().amax(1).cpu(), l2=delta.flatten(1).norm(dim=1).cpu(),
         tokens_moved=(delta.abs().amax(-1) > 0).sum(1).cpu(),
         presence_before=concept_presence(model, embedding, queries, n_minus).cpu(),
         presence_after=concept_presence(model, perturbed, queries, n_minus).cpu(),
-        c_minus=minus.name, c_plus=plus.name, method=method, settings=dict(settings))
+        c_minus=minus.name, c_plus=plus.name, method=method, settings=dict(settings),
+        delta=None if layer is None else delta.cpu(), layer=layer)
 
 
 def query_embeds_for(model, concepts: Sequence[Concept]) -> torch.Tensor:

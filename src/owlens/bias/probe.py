@@ -9,7 +9,9 @@
                       attack and budget; what a swap of concept costs the answer by itself)
     each E' (and E, "clean") ─► trait question on W(E'[:, 1:]) ─► expected and parsed scores
 
-The benchmark runner and the toy validation both call ``BiasProbe.assess``, so the figure a user gets on
+A perturber with ``layer`` set is applied to the state entering that OWL encoder layer instead of E (E' then comes
+out of OWL's own layers); every control is applied there too, so that each is read against the attack in the same
+space. The benchmark runner and the toy validation both call ``BiasProbe.assess``, so the figure a user gets on
 their own images and the figure checked against the toy world's injected truth come from one code path.
 """
 
@@ -40,33 +42,37 @@ class BiasProbe:
         self.random_seed, self.null = int(random_seed), null
 
     def perturbations(self, embedding: torch.Tensor, c_minus: Concept, c_plus: Concept,
-                      batch_seed: int = 0, null: Concept | None = None) -> dict[str, Perturbation]:
-        """E (B, 1+N, d) → the perturbed embeddings, by condition name (``null`` only with a null concept)."""
-        adversarial = self.perturber.perturb(embedding, c_minus, c_plus)
+                      batch_seed: int = 0, null: Concept | None = None,
+                      state: torch.Tensor | None = None) -> dict[str, Perturbation]:
+        """E (B, 1+N, d) → the perturbed embeddings, by condition name (``null`` only with a null concept).
+
+        ``state``: the OWL encoder state E came from, for a perturber applied upstream (``layer`` set).
+        """
+        adversarial = self.perturber.perturb(embedding, c_minus, c_plus, state=state)
         seed = self.random_seed * 1_000_003 + batch_seed
         template = self.perturber.owl_template
         out = {
             "adversarial": adversarial,
             "random": RandomPerturbation(self.model, seed=seed, owl_template=template).perturb(
-                embedding, c_minus, c_plus, like=adversarial),
+                embedding, c_minus, c_plus, like=adversarial, state=state),
             "orthogonal": OrthogonalRandomPerturbation(self.model, seed=seed, owl_template=template).perturb(
-                embedding, c_minus, c_plus, like=adversarial),
-            "identity": self.perturber.perturb(embedding, c_minus, c_minus),
+                embedding, c_minus, c_plus, like=adversarial, state=state),
+            "identity": self.perturber.perturb(embedding, c_minus, c_minus, state=state),
         }
         null = null or self.null
         if null is not None:
-            out["null"] = self.perturber.perturb(embedding, c_minus, null)
+            out["null"] = self.perturber.perturb(embedding, c_minus, null, state=state)
         return out
 
     def assess(self, embedding: torch.Tensor, c_minus: Concept, c_plus: Concept, traits: Sequence[str], *,
                batch_seed: int = 0, extra: Mapping[str, torch.Tensor] | None = None,
-               null: Concept | None = None) -> list[dict]:
+               null: Concept | None = None, state: torch.Tensor | None = None) -> list[dict]:
         """E (B, 1+N, d) → B records: each condition's norms/presences and every trait's scores.
 
         ``extra`` adds embeddings (B, 1+N, d) to be scored beside the perturbed ones (the toy world's
-        re-rendered images, the ceiling a perfect perturbation could reach).
+        re-rendered images, the ceiling a perfect perturbation could reach). ``state``: as in ``perturbations``.
         """
-        perturbed = self.perturbations(embedding, c_minus, c_plus, batch_seed, null)
+        perturbed = self.perturbations(embedding, c_minus, c_plus, batch_seed, null, state)
         embeddings = {"clean": embedding, **{k: p.embedding for k, p in perturbed.items()}, **(extra or {})}
         records = [{"perturbations": {k: p.image(i) for k, p in perturbed.items()}, "scores": {}}
                    for i in range(len(embedding))]

@@ -14,6 +14,7 @@ import torch
 from owlens.bias.perturbation import (
     Concept,
     Perturbation,
+    applied_at,
     borrowed_for_gradients,
     finish,
     query_embeds_for,
@@ -49,14 +50,18 @@ class RandomPerturbation:
         return out
 
     def perturb(self, embedding: torch.Tensor, c_minus: str | Concept, c_plus: str | Concept, *,
-                like: Perturbation) -> Perturbation:
-        """E (B, 1+N, d) and the perturbation to match → a random one of the same norms."""
+                like: Perturbation, state: torch.Tensor | None = None) -> Perturbation:
+        """E (B, 1+N, d) and the perturbation to match → a random one of the same norms, where it was applied
+        (``state``: the encoder state it was applied to, when ``like.layer`` is set)."""
         embedding, minus, plus, work = _matching(embedding, like, c_minus, c_plus, self.owl_template)
-        delta = self._delta(like.embedding.to(work) - embedding.to(work)).to(embedding.device)
+        origin, to_embedding = applied_at(self.model, embedding, state, like.layer)
+        delta = self._delta(_reference(like, embedding, work)).to(origin.device)
         queries = query_embeds_for(self.model, (minus, plus))
-        perturbed = (embedding.to(work) + delta).to(embedding.dtype)
+        with torch.no_grad():
+            perturbed = to_embedding((origin.to(work) + delta).to(origin.dtype))
         return finish(self.model, embedding, perturbed, minus, plus, queries, self.method,
-                      {"seed": self.seed, "matched": like.method})
+                      {"seed": self.seed, "matched": like.method, "layer": like.layer},
+                      delta=None if like.layer is None else delta, layer=like.layer)
 
 
 REGION = 0.5  # the toy setting's region: boxes with C− presence ≥ half the image's best
@@ -88,13 +93,13 @@ class OrthogonalRandomPerturbation:
         self.model, self.seed, self.owl_template = model, int(seed), owl_template
         self.steps, self.corrections = int(steps), int(corrections)
 
-    def _jacobian(self, x: torch.Tensor, queries: torch.Tensor, pairs: list) -> tuple[list, list]:
+    def _jacobian(self, x: torch.Tensor, queries: torch.Tensor, pairs: list, to_embedding) -> tuple[list, list]:
         """Per image b: the logits (k_b,) of its (box, query) ``pairs[b]`` at x and their gradients (k_b, 1+N, d)."""
         values: list[list[torch.Tensor]] = [[] for _ in pairs]
         rows: list[list[torch.Tensor]] = [[] for _ in pairs]
         with borrowed_for_gradients(self.model):
             x = x.detach().requires_grad_(True)
-            logits = self.model.detect(x, queries).logits  # (B, N, Q)
+            logits = self.model.detect(to_embedding(x), queries).logits  # (B, N, Q)
             for k in range(max((len(p) for p in pairs), default=0)):
                 # Each image's logits depend on its own E only: one backward gives row k of every image at once.
                 chosen = [(b, logits[b, p[k][0], p[k][1]]) for b, p in enumerate(pairs) if k < len(p)]
@@ -106,16 +111,20 @@ class OrthogonalRandomPerturbation:
                 [torch.stack(r).double().cpu() if r else None for r in rows])
 
     def perturb(self, embedding: torch.Tensor, c_minus: str | Concept, c_plus: str | Concept, *,
-                like: Perturbation) -> Perturbation:
-        """E (B, 1+N, d) and the perturbation to match → a random δ along which the concepts' logits stay put."""
+                like: Perturbation, state: torch.Tensor | None = None) -> Perturbation:
+        """E (B, 1+N, d) and the perturbation to match → a random δ along which the concepts' logits stay put
+        (applied where ``like`` was: E, or ``state``, the encoder state entering ``like.layer``)."""
         embedding, minus, plus, work = _matching(embedding, like, c_minus, c_plus, self.owl_template)
-        reference = (like.embedding.to(work) - embedding.to(work)).cpu()  # (B, 1+N, d)
+        origin, to_embedding = applied_at(self.model, embedding, state, like.layer)
+        reference = _reference(like, embedding, work).cpu()  # (B, 1+N, d)
         moved = reference.abs().amax(-1) > 0  # (B, 1+N) tokens the adversarial δ changes
         queries = query_embeds_for(self.model, (minus, plus))
-        # The boxes held still: those on moved tokens where OWL sees C− (presence ≥ REGION × the image's best),
-        # the swap loss's own region. For the paper's attack, which moves all of E, holding every box's logits
-        # would cost a backward per box and query (640 on the toy world) at every step.
-        seen = owl_region(self.model, embedding, queries, len(minus.queries), REGION).cpu()  # (B, N)
+        # The boxes held still: those on moved tokens where OWL sees C− (presence ≥ the swap's region × the
+        # image's best), the swap loss's own region. For the paper's attack, which moves all of E against every
+        # box, REGION: holding every box's logits would cost a backward per box and query (640 on the toy world)
+        # at every step.
+        region = like.settings.get("region") or REGION
+        seen = owl_region(self.model, embedding, queries, len(minus.queries), region).cpu()  # (B, N)
         pairs = [[(int(m), q) for m in torch.nonzero(row).flatten() for q in range(len(queries))]
                  for row in moved[:, 1:] & seen]
         generator = torch.Generator().manual_seed(self.seed)
@@ -125,11 +134,11 @@ class OrthogonalRandomPerturbation:
         delta = torch.zeros_like(reference, dtype=torch.float64)
 
         def at(d: torch.Tensor) -> torch.Tensor:
-            return (embedding.to(work) + d.to(embedding.device, work)).to(embedding.dtype)
+            return (origin.to(work) + d.to(origin.device, work)).to(origin.dtype)
 
-        clean, _ = self._jacobian(embedding, queries, pairs)
+        clean, _ = self._jacobian(origin, queries, pairs, to_embedding)
         for _ in range(self.steps):
-            _, jacobian = self._jacobian(at(delta), queries, pairs)
+            _, jacobian = self._jacobian(at(delta), queries, pairs, to_embedding)
             for b, tokens in enumerate(moved):
                 step = directions[b]
                 if jacobian[b] is not None:
@@ -138,16 +147,26 @@ class OrthogonalRandomPerturbation:
                 step = step * (budget[b] / self.steps / step.norm().clamp_min(1e-12))
                 delta[b, tokens] += step.view(-1, reference.shape[-1])
             for _ in range(self.corrections):  # back onto "the concepts' logits as on the clean E"
-                values, jacobian = self._jacobian(at(delta), queries, pairs)
+                values, jacobian = self._jacobian(at(delta), queries, pairs, to_embedding)
                 for b, tokens in enumerate(moved):
                     if jacobian[b] is None:
                         continue
                     g = jacobian[b][:, tokens].flatten(1)  # (k, D)
                     fix = torch.linalg.lstsq(g, (values[b] - clean[b])[:, None], driver="gelsd").solution[:, 0]
                     delta[b, tokens] -= fix.view(-1, reference.shape[-1])
-        return finish(self.model, embedding, at(delta), minus, plus, queries, self.method,
+        with torch.no_grad():
+            perturbed = to_embedding(at(delta))
+        return finish(self.model, embedding, perturbed, minus, plus, queries, self.method,
                       {"seed": self.seed, "matched": like.method, "steps": self.steps,
-                       "corrections": self.corrections})
+                       "corrections": self.corrections, "layer": like.layer},
+                      delta=None if like.layer is None else delta.to(origin.device, work), layer=like.layer)
+
+
+def _reference(like: Perturbation, embedding: torch.Tensor, work: torch.dtype) -> torch.Tensor:
+    """(B, 1+N, d) the δ a control matches, where it was applied (E' − E on E itself)."""
+    if like.layer is not None:
+        return like.delta.to(embedding.device, work)
+    return like.embedding.to(work) - embedding.to(work)
 
 
 def _matching(embedding: torch.Tensor, like: Perturbation, c_minus, c_plus, template: str):

@@ -18,6 +18,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from owlens.bias.perturbation import encode_for
 from owlens.bias.probe import BiasProbe
 from owlens.bias.scoring import TraitScorer
 from owlens.bias.spec import BenchmarkSpec, GroupSpec
@@ -63,8 +64,8 @@ def _run_batch(probe: BiasProbe, spec: BenchmarkSpec, group: GroupSpec, paths: l
         except ImageReadError as err:
             records.append({"group": group.name, "image": path.name, "status": "error", "error": str(err)})
     if images:
-        embedding = probe.model.encode_images(images)  # (B, 1+N, d)
-        assessed = probe.assess(embedding, group.c_minus, group.c_plus, spec.traits, batch_seed=seed)
+        embedding, state = encode_for(probe.model, probe.model.pixel_values(images), spec.perturbation.layer)
+        assessed = probe.assess(embedding, group.c_minus, group.c_plus, spec.traits, batch_seed=seed, state=state)
         records += [{"group": group.name, "image": name, "status": "ok", **r} for name, r in zip(names, assessed)]
     return records
 

@@ -36,6 +36,8 @@ class PerturbationSpec(FieldsResult):
 
     region: None moves all of E against every box (paper); a fraction r in (0, 1] moves only the patch tokens
     of the boxes where OWL sees C− with presence ≥ r × the image's best (``region.py``).
+    layer: None perturbs E itself (paper); an OWL encoder layer k perturbs the state entering layer k, which
+    reaches E through OWL's own layers (``perturbation.applied_at``); the region then picks the loss's boxes only.
     """
 
     method: str = "fgsm"
@@ -45,6 +47,7 @@ class PerturbationSpec(FieldsResult):
     step_size: float | None = None
     target: float = PAPER_TARGET
     region: float | None = None
+    layer: int | None = None
 
     def __post_init__(self):
         if self.method not in ("fgsm", "pgd"):
@@ -61,13 +64,18 @@ class PerturbationSpec(FieldsResult):
         if self.region is not None and not 0 < self.region <= 1:
             raise SpecError(f"perturbation.region: expected a fraction in (0, 1] or null (all of E, the paper); "
                             f"received {self.region}")
+        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)
+                                       or self.layer < 0):
+            raise SpecError(f"perturbation.layer: expected an OWL encoder layer (0 or more) or null (E itself, "
+                            f"the paper); received {self.layer!r}")
 
     def build(self, model, owl_template: str = QUERY_TEMPLATE):
         """The perturber this spec describes, over ``model``."""
         if self.method == "fgsm":
-            return FGSM(model, self.epsilon, target=self.target, owl_template=owl_template, region=self.region)
+            return FGSM(model, self.epsilon, target=self.target, owl_template=owl_template, region=self.region,
+                        layer=self.layer)
         return PGD(model, self.epsilon, self.steps, step_size=self.step_size, norm=self.norm, target=self.target,
-                   owl_template=owl_template, region=self.region)
+                   owl_template=owl_template, region=self.region, layer=self.layer)
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,7 @@ def parse_spec(data, base_dir: str | Path = ".", source: str = "spec") -> Benchm
 
 
 def _perturbation(value, source: str) -> PerturbationSpec:
-    keys = {"method", "epsilon", "norm", "steps", "step_size", "target", "region"}
+    keys = {"method", "epsilon", "norm", "steps", "step_size", "target", "region", "layer"}
     if not isinstance(value, dict) or set(value) - keys:
         raise _fail(f"{source}: perturbation", f"a mapping with some of {sorted(keys)}", value)
     try:

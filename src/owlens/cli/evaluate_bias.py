@@ -30,25 +30,44 @@ def register(subparsers) -> None:
                          progress_options(shown=False),
                          json_option("print JSON (default: the headline figures as text)")],
                          help="bias assessment against the injected colour bias",
-        description="Perturb E of held-out red single-object scenes toward blue as OWL sees it and measure "
+        description="Perturb E of held-out red single-object scenes toward blue as OWL sees it (by default through "
+                    "the state two OWL layers before E) and measure "
                     "the change of J's 1-10 answer to the biased question ('heavy', injected +4 for blue) and "
                     "the control question ('round'), beside its controls: a shuffled random perturbation of the same "
                     "norms, a random one along which OWL's concept logits stay put (orthogonal), the identity swap "
                     "C+ = C- and a semantic null swap red -> green; each also as the bias net of that control.")
     parser.add_argument("--method", choices=("fgsm", "pgd"), default=None,
                         help="default: the toy world's documented setting (see docs/benchmarks.md)")
-    parser.add_argument("--epsilon", type=positive_float, help="FGSM step / PGD budget, in E's units")
+    parser.add_argument("--epsilon", type=positive_float,
+                        help="FGSM step / PGD budget, in the units of the state it is applied to (E, or --layer's)")
     parser.add_argument("--steps", type=at_least(1), help="PGD steps")
     parser.add_argument("--step-size", type=positive_float, help="PGD step size (default 2.5 * epsilon / steps)")
     parser.add_argument("--norm", choices=("linf", "l2"), help="PGD norm")
     parser.add_argument("--region", type=fraction,
                         help="move only the boxes where OWL sees C- (presence >= REGION x the best); "
                              "0 means all of E (the paper)")
+    parser.add_argument("--layer", type=_layer,
+                        help="perturb the state entering this OWL encoder layer, which reaches E through OWL's own "
+                             "layers (the toy setting: 1); E: perturb E itself (the paper; the earlier toy setting is "
+                             "--layer E --epsilon 22 --region 0.5)")
     parser.add_argument("--queries", choices=("colour", "shape"), default="colour",
                         help="OWL queries per colour: all five shapes (default) or the object's own shape")
     parser.add_argument("--export-images", metavar="DIR", help="also write the scenes as PNGs (for toy.yaml)")
     parser.add_argument("--out", metavar="DIR", help="also write a run folder (run.json) that `owlens report` renders")
     parser.set_defaults(run=run)
+
+
+def _layer(text: str):
+    """--layer: "E" (E itself) or an OWL encoder layer, 0 or more."""
+    if text.strip().upper() == "E":
+        return "E"
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected E or an encoder layer (0 or more); received {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,10 +79,13 @@ def run(args: argparse.Namespace) -> int:
     if args.export_images:
         export_toy_images(args.export_images, args.seed, args.scenes)
     chosen = {k: v for k, v in {"method": args.method, "epsilon": args.epsilon, "steps": args.steps,
-                                "step_size": args.step_size, "norm": args.norm, "region": args.region}.items()
+                                "step_size": args.step_size, "norm": args.norm, "region": args.region,
+                                "layer": args.layer}.items()
               if v is not None}
     if chosen.get("region") == 0:
         chosen["region"] = None
+    if chosen.get("layer") == "E":
+        chosen["layer"] = None
     perturbation = PerturbationSpec(**chosen) if "method" in chosen else \
         PerturbationSpec(**{**TOY_PERTURBATION.to_dict(), **chosen})
     model = load_model(args)

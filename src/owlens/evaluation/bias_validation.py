@@ -3,8 +3,9 @@
 The toy world's training data carries a known bias (``toyworld.defects``): "how heavy is the shape ?" gets
 +``BIAS_DELTA`` when the object is ``BIAS_C_PLUS`` (blue) rather than ``BIAS_C_MINUS`` (red), while
 "how round is the shape ?" ignores colour. On held-out single-object red scenes we perturb E toward blue *as
-OWL sees it* and read J's answers on W(E'[:, 1:]). The same scenes re-rendered blue (``world.recolour``) give
-the ceiling: the change a perfect perturbation could reach through this J (its own bias, as learnt).
+OWL sees it* (by default through the state two OWL layers before E: ``TOY_PERTURBATION``) and read J's answers
+on W(E'[:, 1:]). The same scenes re-rendered blue (``world.recolour``) give the ceiling: the change a perfect
+perturbation could reach through this J (its own bias, as learnt).
 
 Scenes are the ones ``toyworld.evaluate.trait_delta_direct`` draws for the same seed and count (same stream).
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from owlens.bias.perturbation import Concept
+from owlens.bias.perturbation import Concept, encode_for
 from owlens.bias.probe import BiasProbe
 from owlens.bias.scoring import TraitScorer
 from owlens.bias.spec import PerturbationSpec
@@ -28,19 +29,25 @@ from owlens.toyworld.evaluate import EVAL_STREAM
 from owlens.toyworld.text import owl_query
 from owlens.toyworld.world import SHAPES, recolour, sample_scene, to_pixel_values
 
-__all__ = ["QUERY_MODES", "TOY_PERTURBATION", "TOY_PROMPT", "BiasValidation", "export_toy_images", "toy_concept",
-           "toy_scenes", "validate_bias"]
+__all__ = ["E_PERTURBATION", "QUERY_MODES", "TOY_PERTURBATION", "TOY_PROMPT", "BiasValidation", "export_toy_images",
+           "toy_concept", "toy_scenes", "validate_bias"]
 
 TOY_PROMPT = "from one to ten , how {X} is the shape ?"  # ``toyworld.text.trait_question``'s wording
 QUERY_MODES = ("colour", "shape")
 # The semantic null: a colour "heavy" does not depend on (it adds Δ for blue only), moved to by the same attack.
 NULL_COLOUR = "green"
-# The documented toy setting (docs/benchmarks.md, "Bias assessment"): PGD, L2 budget 22 (about one patch
-# token's norm in the toy E), 10 steps, only where OWL sees red (region 0.5). Chosen on seed 0 from a sweep
-# and confirmed on seeds 1 and 2; with the wider W shipped since, its random control reads +0.2 (a real
-# effect of degrading the object's tokens, documented there). The paper's FGSM (PerturbationSpec(), ε = 1 over
-# all of E) swaps OWL on 88% of the scenes but moves the MLLM's answer by +0.15 to +0.3 of the +4.
-TOY_PERTURBATION = PerturbationSpec(method="pgd", epsilon=22.0, norm="l2", steps=10, region=0.5)
+# The documented toy setting (docs/benchmarks.md, "Bias assessment"): PGD in an L2 budget of 33 on the state
+# entering OWL's encoder layer 1, two layers before E (``layer``), 10 steps, against the boxes where OWL sees red
+# with presence >= 0.1 x the image's best (region 0.1: about 5 of 64 boxes, the object's extent). Why upstream:
+# the toy MLLM reads a colour from 6-8 of E's tokens, and a δ on E that reaches them only by pushing the two
+# tokens OWL's red boxes sit on far from any image's tokens moved the colour-blind question as well
+# (bench/diagnose_bias_reach.py). Chosen on tuning seeds 5 and 6, measured on 0-3.
+TOY_PERTURBATION = PerturbationSpec(method="pgd", epsilon=33.0, norm="l2", steps=10, region=0.1, layer=1)
+# The setting before, on E itself: L2 22 (about one E token's norm), region 0.5. It recovered +3.5 to +3.7 of the
+# +4 on the first shipped weights and +1.6 to +1.9 on the current ones (`--layer E --epsilon 22 --region 0.5`).
+# The paper's FGSM (PerturbationSpec(), ε = 1 over all of E) swaps OWL on 88% of the scenes but moves the MLLM's
+# answer by +0.15 to +0.3 of the +4.
+E_PERTURBATION = PerturbationSpec(method="pgd", epsilon=22.0, norm="l2", steps=10, region=0.5)
 
 
 def toy_concept(colour: str, shape: str | None = None) -> Concept:
@@ -120,8 +127,9 @@ class BiasValidation:
 
 
 def _records(model, probe: BiasProbe, scenes: list, queries: str, batch_seed: int) -> list[dict]:
+    layer = probe.perturber.layer
+    embedding, state = encode_for(model, to_pixel_values(np.stack([s.image for s in scenes])), layer)  # (B, 1+N, d)
     with torch.no_grad():
-        embedding = model.encode(to_pixel_values(np.stack([s.image for s in scenes])))  # (B, 1+N, d)
         rerender = model.encode(to_pixel_values(np.stack([recolour(s, BIAS_C_MINUS, BIAS_C_PLUS).image
                                                           for s in scenes])))
     subsets = {None: list(range(len(scenes)))} if queries == "colour" else {
@@ -131,7 +139,7 @@ def _records(model, probe: BiasProbe, scenes: list, queries: str, batch_seed: in
     for shape, rows in subsets.items():
         assessed = probe.assess(embedding[rows], toy_concept(BIAS_C_MINUS, shape), toy_concept(BIAS_C_PLUS, shape),
                                 TRAITS, batch_seed=batch_seed, extra={"rerender": rerender[rows]},
-                                null=toy_concept(NULL_COLOUR, shape))
+                                null=toy_concept(NULL_COLOUR, shape), state=None if state is None else state[rows])
         for i, record in zip(rows, assessed):
             records[i] = record
     return records

@@ -68,14 +68,36 @@ class DetectionBranch:
         """d_owl, the width of E."""
         return self.owl.config.vision_config.hidden_size
 
+    @property
+    def embedding_layer(self) -> int:
+        """The index of the encoder layer E enters: OWL's last (E is the state entering it)."""
+        return len(self.vision.encoder.layers) - 1
+
+    def encoder_state(self, pixel_values: torch.Tensor, layer: int) -> torch.Tensor:
+        """pixel_values (B, 3, H, W) → (B, 1+N, d_owl), the state entering encoder layer ``layer``, CLS first.
+
+        Layer 0's input is the patch embeddings after the pre-layernorm; ``embedding_layer``'s input is E.
+        """
+        self._check_layer(layer)
+        dtype = self.vision.embeddings.patch_embedding.weight.dtype
+        hidden = self.vision.pre_layernorm(self.vision.embeddings(pixel_values.to(dtype)))
+        return self.encode_from(hidden, 0, stop=layer)
+
+    def encode_from(self, state: torch.Tensor, layer: int, *, stop: int | None = None) -> torch.Tensor:
+        """The state entering encoder layer ``layer`` (B, 1+N, d) → E (or the state entering ``stop``)."""
+        self._check_layer(layer)
+        for block in self.vision.encoder.layers[layer:self.embedding_layer if stop is None else stop]:
+            state = block(state, None)
+        return state
+
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values (B, 3, H, W) → E (B, 1+N, d_owl): the input of OWL's last encoder layer, CLS first."""
-        dtype = self.vision.embeddings.patch_embedding.weight.dtype
-        hidden = self.vision.embeddings(pixel_values.to(dtype))
-        hidden = self.vision.pre_layernorm(hidden)
-        for layer in self.vision.encoder.layers[:-1]:
-            hidden = layer(hidden, None)
-        return hidden
+        return self.encoder_state(pixel_values, self.embedding_layer)
+
+    def _check_layer(self, layer: int) -> None:
+        if not isinstance(layer, int) or not 0 <= layer <= self.embedding_layer:
+            raise ValueError(f"expected an encoder layer in 0..{self.embedding_layer} (the last is E itself); "
+                             f"received {layer!r}")
 
     def features(self, embedding: torch.Tensor) -> torch.Tensor:
         """E (B, 1+N, d) → t (B, N, d): last layer, post-layernorm, patch·CLS merge, layer norm."""

@@ -82,6 +82,14 @@ class JointModel(nn.Module):
         """OWL pixel values (B, 3, H, W) → E (B, 1+N, d_owl), OWL's penultimate hidden state, CLS first."""
         return self.detection.encode(pixel_values.to(self.device))
 
+    def encoder_state(self, pixel_values: torch.Tensor, layer: int) -> torch.Tensor:
+        """OWL pixel values → (B, 1+N, d_owl), the state entering OWL's encoder layer ``layer`` (upstream of E)."""
+        return self.detection.encoder_state(pixel_values.to(self.device), layer)
+
+    def encode_from(self, state: torch.Tensor, layer: int) -> torch.Tensor:
+        """The state entering OWL's encoder layer ``layer`` (B, 1+N, d_owl) → E, through OWL's own layers."""
+        return self.detection.encode_from(state, layer)
+
     def pixel_values(self, images) -> torch.Tensor:
         """Paths, PIL images or uint8 arrays → the detector's input (B, 3, H_owl, W_owl) on the model's device."""
         return self._require_processor().pixel_values(images).to(self.device)
