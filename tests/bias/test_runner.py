@@ -79,3 +79,18 @@ def test_resume_skips_finished_batches_and_survives_a_torn_line(tiny_model, fold
 def test_another_spec_in_the_same_folder_is_refused(tiny_model, folders, first_run):
     with pytest.raises(ValueError, match="another spec.*traits"):
         run_benchmark(tiny_model, _spec(folders, traits=["round"]), first_run[0], progress=False)
+
+
+def test_a_folder_written_before_perturbations_had_a_layer_resumes(tiny_model, folders, first_run, tmp_path):
+    # Its spec.json lacks perturbation.layer; it perturbed E itself, which is what layer null means now.
+    from owlens.bias.runner import SPEC_COPY
+
+    out = tmp_path / "out"
+    shutil.copytree(first_run[0], out)
+    saved = json.loads((out / SPEC_COPY).read_text())
+    del saved["perturbation"]["layer"]
+    (out / SPEC_COPY).write_text(json.dumps(saved))
+    assert run_benchmark(tiny_model, _spec(folders), out, progress=False).to_json()["groups"] == first_run[1]["groups"]
+    with pytest.raises(ValueError, match="another spec.*perturbation"):
+        run_benchmark(tiny_model, _spec(folders, perturbation={"method": "fgsm", "epsilon": 1.0, "layer": 1}), out,
+                      progress=False)

@@ -47,6 +47,9 @@ def _claim(out_dir: Path, spec: BenchmarkSpec) -> None:
     copy = out_dir / SPEC_COPY
     if copy.is_file():
         previous = json.loads(copy.read_text())
+        # Folders written before perturbations had a layer perturbed E itself: the same spec, one key short.
+        if isinstance(previous.get("perturbation"), dict):
+            previous["perturbation"].setdefault("layer", None)
         if previous != settings:
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
             raise ValueError(f"{out_dir} holds results of another spec (differs in {changed}); pass a new --out "
