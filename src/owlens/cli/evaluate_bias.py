@@ -57,6 +57,11 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+# The figures the summary prints and the run folder's table shows: the bias, each control, the bias net of each.
+FIGURES = ("biased", "control", "random_control", "orthogonal_control", "identity_control", "null_control",
+           "net_of_random", "net_of_orthogonal", "net_of_identity", "net_of_null")
+
+
 def _layer(text: str):
     """--layer: "E" (E itself) or an OWL encoder layer, 0 or more."""
     if text.strip().upper() == "E":
@@ -98,11 +103,11 @@ def run(args: argparse.Namespace) -> int:
         write_json(result)
         return 0
     print(f"injected delta {result['injected_delta']:+.2f}; OWL swap success {result['owl_swap_success']:.3f}")
-    for name in ("biased", "control", "random_control", "identity_control", "net_of_random", "net_of_identity"):
+    for name in FIGURES:
         figure = result[name]
-        print(f"{name:>16}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, {figure['ci'][1]:+.3f}]")
+        print(f"{name:>18}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, {figure['ci'][1]:+.3f}]")
     for name, figure in result["ceiling"].items():
-        print(f"{'ceiling ' + name:>16}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, "
+        print(f"{'ceiling ' + name:>18}: {figure['delta']:+.3f}  95% CI [{figure['ci'][0]:+.3f}, "
               f"{figure['ci'][1]:+.3f}]  (scene re-rendered C+)")
     return 0
 
@@ -111,8 +116,7 @@ def _browsable(folder, result: dict, model) -> None:
     from owlens.browse import evaluation_run
     from owlens.rundir import table
 
-    rows = [[name, result[name]["delta"], *result[name]["ci"]]
-            for name in ("biased", "control", "random_control", "identity_control")]
+    rows = [[name, result[name]["delta"], *result[name]["ci"]] for name in FIGURES]
     rows += [[f"ceiling {name}", f["delta"], *f["ci"]] for name, f in result["ceiling"].items()]
     title = "toy world: red → blue as OWL sees it"
     note = (f"Injected Δ = {result['injected_delta']:g}; OWL swapped red→blue on {result['owl_swap_success']:.0%} "
