@@ -96,10 +96,17 @@ def test_random_control_has_the_same_norms_and_another_direction(tiny_model, emb
         RandomPerturbation(tiny_model).perturb(embedding[:2], "man", "woman", like=adversarial)
 
 
-def test_identity_swap_reads_the_same_concept_twice(tiny_model, embedding):
-    result = FGSM(tiny_model, 0.1).perturb(embedding, "man", "man")
-    torch.testing.assert_close(result.presence_after[:, 0], result.presence_after[:, 1])
-    assert not bool(result.swapped.any())
+def test_a_swap_of_a_concept_with_itself_holds_it_where_the_paper_s_loss_pulls_it_to_zero(tiny_model, embedding):
+    # The paper's loss with C+ = C- is (l + T)^2 + (l - T)^2 = 2 l^2 + const: its gradient is not zero at E
+    assert _reference_gradient(tiny_model, embedding, ["a photo of a man"], ["a photo of a man"]).abs().max() > 0
+    # ... while the cancelled pushes are held at the clean logits: the loss is at its minimum, nothing moves
+    for attack in (FGSM(tiny_model, 0.1), PGD(tiny_model, 3.0, 3, norm="l2", region=0.5)):
+        result = attack.perturb(embedding, "man", "man")
+        assert torch.equal(result.embedding, embedding)
+        torch.testing.assert_close(result.presence_after[:, 0], result.presence_after[:, 1])
+        assert not bool(result.swapped.any()) and result.l2.max() == 0
+    # a text in one concept only keeps the paper's constant push: the attack still moves E
+    assert FGSM(tiny_model, 0.1).perturb(embedding, "man", "woman").l2.min() > 0
 
 
 def test_result_is_detached_json_ready_and_keeps_dtype(tiny_model, embedding):
@@ -224,3 +231,29 @@ def test_orthogonal_control_matches_tokens_and_l2_and_leaves_the_concepts_logits
     assert torch.equal(again.embedding, control.embedding)
     with pytest.raises(ValueError, match="steps >= 1"):
         OrthogonalRandomPerturbation(tiny_model, steps=0)
+
+
+def test_identity_control_starts_from_the_shuffled_control_and_puts_the_concepts_logits_back(tiny_model, embedding):
+    from owlens.bias.random_control import IdentityPerturbation
+
+    minus, plus = Concept("man", ("a photo of a man",)), Concept("woman", ("a photo of a woman", "a photo of a girl"))
+    like = PGD(tiny_model, 3.0, 3, norm="l2", region=0.5).perturb(embedding, minus, plus)
+    shuffled = RandomPerturbation(tiny_model, seed=3).perturb(embedding, minus, plus, like=like)
+    identity = IdentityPerturbation(tiny_model).perturb(embedding, minus, plus, like=like, start=shuffled)
+    delta, start = identity.embedding - embedding, shuffled.embedding - embedding
+    assert identity.method == "identity" and identity.settings["corrections"] == 6
+    assert torch.equal(delta.abs().amax(-1) > 0, start.abs().amax(-1) > 0)  # the start's tokens, no others
+    torch.testing.assert_close(identity.l2, shuffled.l2, rtol=0.1, atol=0)  # the corrections are small beside δ
+    queries = ["a photo of a man", "a photo of a woman", "a photo of a girl"]
+    moved = start.abs().amax(-1)[:, 1:] > 0
+    with torch.no_grad():
+        clean = tiny_model.detect(embedding, queries).logits[moved]
+        after = tiny_model.detect(identity.embedding, queries).logits[moved]
+        before = tiny_model.detect(shuffled.embedding, queries).logits[moved]
+    assert (after - clean).abs().max() < 1e-3 * max(1.0, float(clean.abs().max()))
+    assert (before - clean).abs().max() > 100 * (after - clean).abs().max()
+    with pytest.raises(ValueError, match="corrections >= 1"):
+        IdentityPerturbation(tiny_model, corrections=0)
+    with pytest.raises(ValueError, match="starts from the random control"):
+        IdentityPerturbation(tiny_model).perturb(embedding[:2], minus, plus, like=PGD(tiny_model, 3.0, 1).perturb(
+            embedding[:2], minus, plus), start=shuffled)

@@ -81,16 +81,18 @@ def test_another_spec_in_the_same_folder_is_refused(tiny_model, folders, first_r
         run_benchmark(tiny_model, _spec(folders, traits=["round"]), first_run[0], progress=False)
 
 
-def test_a_folder_written_before_perturbations_had_a_layer_resumes(tiny_model, folders, first_run, tmp_path):
-    # Its spec.json lacks perturbation.layer; it perturbed E itself, which is what layer null means now.
+def test_a_folder_whose_controls_were_measured_the_earlier_way_is_refused_and_kept(tiny_model, folders, first_run,
+                                                                                   tmp_path):
+    # Written before the identity swap was held: its spec.json has no "controls" (and, older still, no layer).
     from owlens.bias.runner import SPEC_COPY
 
     out = tmp_path / "out"
     shutil.copytree(first_run[0], out)
     saved = json.loads((out / SPEC_COPY).read_text())
-    del saved["perturbation"]["layer"]
+    assert saved["controls"] == 2
+    del saved["controls"]
     (out / SPEC_COPY).write_text(json.dumps(saved))
-    assert run_benchmark(tiny_model, _spec(folders), out, progress=False).to_json()["groups"] == first_run[1]["groups"]
-    with pytest.raises(ValueError, match="another spec.*perturbation"):
-        run_benchmark(tiny_model, _spec(folders, perturbation={"method": "fgsm", "epsilon": 1.0, "layer": 1}), out,
-                      progress=False)
+    records = (out / RECORDS).read_bytes()
+    with pytest.raises(ValueError, match="controls version 1.*identity.*new --out"):
+        run_benchmark(tiny_model, _spec(folders), out, progress=False)
+    assert (out / RECORDS).read_bytes() == records and json.loads((out / SPEC_COPY).read_text()) == saved

@@ -7,7 +7,8 @@ the attack follows the detector's notion of the concept, not the MLLM's, which i
 change of answer a measurement rather than an optimisation target. ``region`` (``region.py``) is our
 localised variant: the same loss over the boxes where OWL sees C− only, moving only their patch tokens.
 ``layer`` is our upstream variant: δ is applied to the state entering one of OWL's earlier encoder layers and
-reaches E through OWL's own layers (``applied_at`` says why).
+reaches E through OWL's own layers (``applied_at`` says why). A query text both concepts name is held at its
+clean logit rather than pulled to 0 (``perturb`` says why): the swap of a concept with itself leaves E as it is.
 """
 
 from __future__ import annotations
@@ -162,16 +163,24 @@ class SwapPerturbation:
         origin, to_embedding = applied_at(self.model, embedding, state, self.layer)
         queries = query_embeds_for(self.model, (minus, plus))  # (Qm + Qp, d_text)
         # Σ_q (l_q − t_q)² over queries that share a text is n·(l − mean t)² plus a constant: the same gradient,
-        # computed without subtracting two ~1e6 terms. For C+ = C− (the identity control) the mean target is 0
-        # and the written-out form kept only float32's ~0.1 of resolution near l = 0, which steered PGD by
-        # rounding noise (and by the batch's size, through the kernels' summation order).
+        # computed without subtracting two ~1e6 terms (float32 keeps only ~0.1 of resolution there).
         texts = [*minus.queries, *plus.queries]
         unique = list(dict.fromkeys(texts))
         signs = [-1.0] * len(minus.queries) + [1.0] * len(plus.queries)
         weight = torch.tensor([texts.count(u) for u in unique], dtype=torch.float64)
-        target = torch.tensor([sum(sg for t, sg in zip(texts, signs) if t == u) for u in unique],
-                              dtype=torch.float64) / weight * self.target
+        pull = torch.tensor([sum(sg for t, sg in zip(texts, signs) if t == u) for u in unique],
+                            dtype=torch.float64) / weight  # (U,) in [-1, 1]: the net push on each text
         unique_queries = queries[[texts.index(u) for u in unique]]
+        target = pull * self.target  # (U,) or, below, (B, N, U)
+        # A text in both concepts (C+ = C−) is pushed down and up by 1e6: the pushes cancel, and what the paper's
+        # loss has left is Σ l², which pulls every box's logit to 0 (p = ½), so OWL sees *more* C− (on the toy
+        # world, red presence 0.47 → 0.69 on 50 scenes): a concept change, where C+ = C− asks for none. The
+        # cancelled part of such a text's target is its clean logit instead: the attack holds it (δ = 0).
+        held = 1 - pull.abs()  # (U,) 0 for a text in one concept: the paper's loss, untouched
+        if held.any():
+            with torch.no_grad():
+                clean = self.model.detect(to_embedding(origin), unique_queries).logits.double().cpu()  # (B, N, U)
+            target = target + held * clean
         region = None if self.region is None else owl_region(self.model, embedding, queries, len(minus.queries),
                                                               self.region)  # (B, N) or None: every box
         # Upstream, every token of the state may move: OWL's layers spread a change across tokens anyway.

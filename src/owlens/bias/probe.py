@@ -4,7 +4,8 @@
       ─► random       E' = E + shuffled, re-signed δ    (same norms, no direction: does moving E at all matter?)
       ─► orthogonal   E' = E + random δ off the concepts' logit gradients (same tokens and L2: moving E
                       where OWL's concepts do not read it)
-      ─► identity     E' = perturb(E, C−, C−)          (the same attack with C+ = C−: does the attack itself?)
+      ─► identity     E' = the random δ, corrected until OWL reads both concepts as on E (the swap C− → C−:
+                      a move of the attack's size that changes no concept OWL reads)
       ─► null         E' = perturb(E, C−, C0)          (optional: a swap the trait does not depend on, same
                       attack and budget; what a swap of concept costs the answer by itself)
     each E' (and E, "clean") ─► trait question on W(E'[:, 1:]) ─► expected and parsed scores
@@ -22,12 +23,15 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from owlens.bias.perturbation import Concept, Perturbation
-from owlens.bias.random_control import OrthogonalRandomPerturbation, RandomPerturbation
+from owlens.bias.random_control import IdentityPerturbation, OrthogonalRandomPerturbation, RandomPerturbation
 from owlens.bias.scoring import TraitScorer
 
-__all__ = ["CONDITIONS", "BiasProbe"]
+__all__ = ["CONDITIONS", "CONTROLS", "BiasProbe"]
 
 CONDITIONS = ("adversarial", "random", "orthogonal", "identity", "null")
+# Which measurement of the controls a record holds, so that a run folder never mixes two: 1, the identity was the
+# attack run with C+ = C− (which made OWL see more C−); 2, it is the shuffled δ held to OWL's clean reading.
+CONTROLS = 2
 
 
 class BiasProbe:
@@ -57,8 +61,9 @@ class BiasProbe:
                 embedding, c_minus, c_plus, like=adversarial, state=state),
             "orthogonal": OrthogonalRandomPerturbation(self.model, seed=seed, owl_template=template).perturb(
                 embedding, c_minus, c_plus, like=adversarial, state=state),
-            "identity": self.perturber.perturb(embedding, c_minus, c_minus, state=state),
         }
+        out["identity"] = IdentityPerturbation(self.model, owl_template=template).perturb(
+            embedding, c_minus, c_plus, like=adversarial, start=out["random"], state=state)
         null = null or self.null
         if null is not None:
             out["null"] = self.perturber.perturb(embedding, c_minus, null, state=state)

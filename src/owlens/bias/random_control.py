@@ -22,7 +22,7 @@ from owlens.bias.perturbation import (
 from owlens.bias.region import owl_region
 from owlens.queries import QUERY_TEMPLATE
 
-__all__ = ["OrthogonalRandomPerturbation", "RandomPerturbation"]
+__all__ = ["IdentityPerturbation", "OrthogonalRandomPerturbation", "RandomPerturbation"]
 
 
 class RandomPerturbation:
@@ -67,7 +67,54 @@ class RandomPerturbation:
 REGION = 0.5  # the toy setting's region: boxes with C− presence ≥ half the image's best
 
 
-class OrthogonalRandomPerturbation:
+class _HeldToConcepts:
+    """What the orthogonal and identity controls share: OWL's class logits for both concepts, at the boxes the swap
+    loss reads, put back to their clean values by Gauss-Newton steps (least squares on their Jacobian).
+
+    The boxes held still: those on moved tokens where OWL sees C− (presence ≥ the swap's region × the image's
+    best), the swap loss's own region. For the paper's attack, which moves all of E against every box, REGION:
+    holding every box's logits would cost a backward per box and query (640 on the toy world) at every step.
+    """
+
+    def _jacobian(self, x: torch.Tensor, queries: torch.Tensor, pairs: list, to_embedding) -> tuple[list, list]:
+        """Per image b: the logits (k_b,) of its (box, query) ``pairs[b]`` at x and their gradients (k_b, 1+N, d)."""
+        values: list[list[torch.Tensor]] = [[] for _ in pairs]
+        rows: list[list[torch.Tensor]] = [[] for _ in pairs]
+        with borrowed_for_gradients(self.model):
+            x = x.detach().requires_grad_(True)
+            logits = self.model.detect(to_embedding(x), queries).logits  # (B, N, Q)
+            for k in range(max((len(p) for p in pairs), default=0)):
+                # Each image's logits depend on its own E only: one backward gives row k of every image at once.
+                chosen = [(b, logits[b, p[k][0], p[k][1]]) for b, p in enumerate(pairs) if k < len(p)]
+                grad = torch.autograd.grad(torch.stack([c for _, c in chosen]).sum(), x, retain_graph=True)[0]
+                for b, value in chosen:
+                    values[b].append(value.detach())
+                    rows[b].append(grad[b].detach())
+        return ([torch.stack(v).double().cpu() if v else torch.zeros(0, dtype=torch.float64) for v in values],
+                [torch.stack(r).double().cpu() if r else None for r in rows])
+
+    def _held_pairs(self, embedding: torch.Tensor, queries: torch.Tensor, n_minus: int, moved: torch.Tensor,
+                    like: Perturbation) -> list[list[tuple[int, int]]]:
+        """Per image, the (box, query) logits held still: every query at each box in the swap's region on a moved
+        token (``moved`` (B, 1+N) bool)."""
+        region = like.settings.get("region") or REGION
+        seen = owl_region(self.model, embedding, queries, n_minus, region).cpu()  # (B, N)
+        return [[(int(m), q) for m in torch.nonzero(row).flatten() for q in range(len(queries))]
+                for row in moved[:, 1:] & seen]
+
+    def _correct(self, delta: torch.Tensor, at, clean: list, queries: torch.Tensor, pairs: list, to_embedding,
+                 moved: torch.Tensor) -> None:
+        """One Gauss-Newton step, in place on δ (B, 1+N, d) float64: the held logits back to ``clean``."""
+        values, jacobian = self._jacobian(at(delta), queries, pairs, to_embedding)
+        for b, tokens in enumerate(moved):
+            if jacobian[b] is None:
+                continue
+            g = jacobian[b][:, tokens].flatten(1)  # (k, D)
+            fix = torch.linalg.lstsq(g, (values[b] - clean[b])[:, None], driver="gelsd").solution[:, 0]
+            delta[b, tokens] -= fix.view(-1, delta.shape[-1])
+
+
+class OrthogonalRandomPerturbation(_HeldToConcepts):
     """A random δ that leaves OWL's class logits for both concepts where they were: the control a swap is read against.
 
     ``RandomPerturbation`` shuffles the adversarial δ, so part of it still moves OWL's logits for the concepts (it
@@ -93,23 +140,6 @@ class OrthogonalRandomPerturbation:
         self.model, self.seed, self.owl_template = model, int(seed), owl_template
         self.steps, self.corrections = int(steps), int(corrections)
 
-    def _jacobian(self, x: torch.Tensor, queries: torch.Tensor, pairs: list, to_embedding) -> tuple[list, list]:
-        """Per image b: the logits (k_b,) of its (box, query) ``pairs[b]`` at x and their gradients (k_b, 1+N, d)."""
-        values: list[list[torch.Tensor]] = [[] for _ in pairs]
-        rows: list[list[torch.Tensor]] = [[] for _ in pairs]
-        with borrowed_for_gradients(self.model):
-            x = x.detach().requires_grad_(True)
-            logits = self.model.detect(to_embedding(x), queries).logits  # (B, N, Q)
-            for k in range(max((len(p) for p in pairs), default=0)):
-                # Each image's logits depend on its own E only: one backward gives row k of every image at once.
-                chosen = [(b, logits[b, p[k][0], p[k][1]]) for b, p in enumerate(pairs) if k < len(p)]
-                grad = torch.autograd.grad(torch.stack([c for _, c in chosen]).sum(), x, retain_graph=True)[0]
-                for b, value in chosen:
-                    values[b].append(value.detach())
-                    rows[b].append(grad[b].detach())
-        return ([torch.stack(v).double().cpu() if v else torch.zeros(0, dtype=torch.float64) for v in values],
-                [torch.stack(r).double().cpu() if r else None for r in rows])
-
     def perturb(self, embedding: torch.Tensor, c_minus: str | Concept, c_plus: str | Concept, *,
                 like: Perturbation, state: torch.Tensor | None = None) -> Perturbation:
         """E (B, 1+N, d) and the perturbation to match → a random δ along which the concepts' logits stay put
@@ -119,14 +149,7 @@ class OrthogonalRandomPerturbation:
         reference = _reference(like, embedding, work).cpu()  # (B, 1+N, d)
         moved = reference.abs().amax(-1) > 0  # (B, 1+N) tokens the adversarial δ changes
         queries = query_embeds_for(self.model, (minus, plus))
-        # The boxes held still: those on moved tokens where OWL sees C− (presence ≥ the swap's region × the
-        # image's best), the swap loss's own region. For the paper's attack, which moves all of E against every
-        # box, REGION: holding every box's logits would cost a backward per box and query (640 on the toy world)
-        # at every step.
-        region = like.settings.get("region") or REGION
-        seen = owl_region(self.model, embedding, queries, len(minus.queries), region).cpu()  # (B, N)
-        pairs = [[(int(m), q) for m in torch.nonzero(row).flatten() for q in range(len(queries))]
-                 for row in moved[:, 1:] & seen]
+        pairs = self._held_pairs(embedding, queries, len(minus.queries), moved, like)
         generator = torch.Generator().manual_seed(self.seed)
         directions = [torch.randn(int(t.sum()) * reference.shape[-1], generator=generator, dtype=torch.float64)
                       for t in moved]
@@ -147,18 +170,67 @@ class OrthogonalRandomPerturbation:
                 step = step * (budget[b] / self.steps / step.norm().clamp_min(1e-12))
                 delta[b, tokens] += step.view(-1, reference.shape[-1])
             for _ in range(self.corrections):  # back onto "the concepts' logits as on the clean E"
-                values, jacobian = self._jacobian(at(delta), queries, pairs, to_embedding)
-                for b, tokens in enumerate(moved):
-                    if jacobian[b] is None:
-                        continue
-                    g = jacobian[b][:, tokens].flatten(1)  # (k, D)
-                    fix = torch.linalg.lstsq(g, (values[b] - clean[b])[:, None], driver="gelsd").solution[:, 0]
-                    delta[b, tokens] -= fix.view(-1, reference.shape[-1])
+                self._correct(delta, at, clean, queries, pairs, to_embedding, moved)
         with torch.no_grad():
             perturbed = to_embedding(at(delta))
         return finish(self.model, embedding, perturbed, minus, plus, queries, self.method,
                       {"seed": self.seed, "matched": like.method, "steps": self.steps,
                        "corrections": self.corrections, "layer": like.layer},
+                      delta=None if like.layer is None else delta.to(origin.device, work), layer=like.layer)
+
+
+class IdentityPerturbation(_HeldToConcepts):
+    """The swap C− → C−: the random control's δ, moved back onto OWL's clean reading of both concepts.
+
+    The attack itself cannot be the identity control. With C+ = C− the paper's loss pulls C−'s logits to 0, which
+    is more C− wherever OWL saw little (the toy OWL's red presence 0.47 → 0.69, and the MLLM answered as for a
+    redder object); with the cancelled pushes held at their clean logits instead (``perturbation.py``) the loss is
+    already at its minimum at δ = 0, and an attack from there never moves. So the identity asks the question the
+    attack's objective asks when there is no concept to move, from a move of the attack's own size: it starts
+    from the shuffled random control's δ (same tokens, entries and norms as the adversarial one) and takes
+    ``corrections`` Gauss-Newton steps that put both concepts' logits at the swap's boxes back to their clean
+    values (PGD's fixed-length steps circle such a point instead of reaching it: red presence ended at 0.53).
+    Read beside the shuffled control, the difference is what OWL's concepts moving by chance did to the answer.
+    """
+
+    method = "identity"
+
+    # From the shuffled δ (red presence 0.484 → 0.454 on tuning seed 6, 100 scenes), 2 corrections left 0.478 and
+    # 6 put it back to 0.4837 exactly, for about a fifth more of the run's time. J's answer did not move between
+    # the two (+0.02 both): it is not OWL's reading of the concept that the remaining figure comes from.
+    def __init__(self, model, *, owl_template: str = QUERY_TEMPLATE, corrections: int = 6):
+        if corrections < 1:
+            raise ValueError(f"expected corrections >= 1 (with none this is the shuffled random control); "
+                             f"received {corrections}")
+        self.model, self.owl_template, self.corrections = model, owl_template, int(corrections)
+
+    def perturb(self, embedding: torch.Tensor, c_minus: str | Concept, c_plus: str | Concept, *,
+                like: Perturbation, start: Perturbation, state: torch.Tensor | None = None) -> Perturbation:
+        """E (B, 1+N, d), the adversarial perturbation (its region and layer) and the random control matching it →
+        ``start``'s δ, corrected so that OWL's logits for ``c_minus`` and ``c_plus`` at the swap's boxes are as on E
+        (applied where ``like`` was: E, or ``state``, the encoder state entering ``like.layer``)."""
+        embedding, minus, plus, work = _matching(embedding, like, c_minus, c_plus, self.owl_template)
+        if start.layer != like.layer or start.embedding.shape != embedding.shape:
+            raise ValueError(f"the identity starts from the random control matching the attack: expected a start "
+                             f"at layer {like.layer} shaped {tuple(embedding.shape)}; received layer {start.layer} "
+                             f"shaped {tuple(start.embedding.shape)}")
+        origin, to_embedding = applied_at(self.model, embedding, state, like.layer)
+        delta = _reference(start, embedding, work).cpu().double()  # (B, 1+N, d)
+        moved = delta.abs().amax(-1) > 0  # (B, 1+N) the tokens it moves, which the corrections keep to
+        queries = query_embeds_for(self.model, (minus, plus))
+        pairs = self._held_pairs(embedding, queries, len(minus.queries), moved, like)
+
+        def at(d: torch.Tensor) -> torch.Tensor:
+            return (origin.to(work) + d.to(origin.device, work)).to(origin.dtype)
+
+        clean, _ = self._jacobian(origin, queries, pairs, to_embedding)
+        for _ in range(self.corrections):
+            self._correct(delta, at, clean, queries, pairs, to_embedding, moved)
+        with torch.no_grad():
+            perturbed = to_embedding(at(delta))
+        return finish(self.model, embedding, perturbed, minus, plus, queries, self.method,
+                      {"matched": like.method, "start": start.method, "corrections": self.corrections,
+                       "layer": like.layer},
                       delta=None if like.layer is None else delta.to(origin.device, work), layer=like.layer)
 
 

@@ -1,7 +1,9 @@
 """Run a bias benchmark spec over its image folders: incremental JSONL, resumable, with a progress bar.
 
 Layout of the output folder:
-    spec.json         the validated spec the records belong to (a resume with another spec is refused)
+    spec.json         the validated spec the records belong to, and the version of the controls they were measured
+                      with (``probe.CONTROLS``): a resume with another spec, or by an owlens that measures the
+                      controls otherwise, is refused
     fingerprint.json  the weights and the image listing (sizes, mtimes) the records come from: a resume with
                       another model, or after an image was added, changed or removed, is refused
     records.jsonl     one line per image: {"group", "image", "status": "ok"|"error", ...the probe's record}
@@ -19,7 +21,7 @@ import json
 from pathlib import Path
 
 from owlens.bias.perturbation import encode_for
-from owlens.bias.probe import BiasProbe
+from owlens.bias.probe import CONTROLS, BiasProbe
 from owlens.bias.scoring import TraitScorer
 from owlens.bias.spec import BenchmarkSpec, GroupSpec
 from owlens.bias.summary import BiasSummary, summarise
@@ -42,14 +44,16 @@ def read_records(path: str | Path) -> list[dict]:
 
 
 def _claim(out_dir: Path, spec: BenchmarkSpec) -> None:
-    """Write spec.json, or check that the folder's records come from this very spec."""
-    settings = json.loads(json.dumps(spec.to_dict()))
+    """Write spec.json, or check that the folder's records come from this very spec and way of measuring."""
+    settings = {**json.loads(json.dumps(spec.to_dict())), "controls": CONTROLS}
     copy = out_dir / SPEC_COPY
     if copy.is_file():
         previous = json.loads(copy.read_text())
-        # Folders written before perturbations had a layer perturbed E itself: the same spec, one key short.
-        if isinstance(previous.get("perturbation"), dict):
-            previous["perturbation"].setdefault("layer", None)
+        if previous.get("controls", 1) != CONTROLS:
+            raise ValueError(f"{out_dir} holds records whose controls were measured by an earlier owlens (controls "
+                             f"version {previous.get('controls', 1)}, where the identity swap was the attack with "
+                             f"C+ = C-; this one writes version {CONTROLS}); new records would not be comparable. "
+                             "Pass a new --out folder; the records there are kept as they are")
         if previous != settings:
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
             raise ValueError(f"{out_dir} holds results of another spec (differs in {changed}); pass a new --out "

@@ -19,9 +19,10 @@ def register(subparsers) -> None:
         description="Perturb J's shared embedding so that the detector sees C+ where it saw C- (e.g. man -> "
                     "woman), ask the MLLM 1-10 trait questions on the clean and the perturbed embedding, and "
                     "report the mean paired change with a bootstrap CI, beside a random perturbation of the "
-                    "same norms and the identity swap C+ = C-. Writes DIR/records.jsonl (resumable), "
-                    "DIR/summary.json, DIR/bias.svg and DIR/run.json (`owlens report DIR`). See "
-                    "examples/bias/*.yaml.")
+                    "same norms (shuffled, and orthogonal to OWL's concept logits) and the identity swap C- -> C- "
+                    "(the shuffled one corrected until OWL reads both concepts as before). Writes "
+                    "DIR/records.jsonl (resumable), DIR/summary.json, DIR/bias.svg and DIR/run.json (`owlens report "
+                    "DIR`). See examples/bias/*.yaml.")
     parser.add_argument("spec", help="benchmark spec (YAML)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder; rerun with it to resume")
     parser.set_defaults(run=run)

@@ -35,7 +35,8 @@ def register(subparsers) -> None:
                     "the change of J's 1-10 answer to the biased question ('heavy', injected +4 for blue) and "
                     "the control question ('round'), beside its controls: a shuffled random perturbation of the same "
                     "norms, a random one along which OWL's concept logits stay put (orthogonal), the identity swap "
-                    "C+ = C- and a semantic null swap red -> green; each also as the bias net of that control.")
+                    "C- -> C- (the shuffled one corrected until OWL reads both colours as before) and a semantic "
+                    "null swap red -> green; each also as the bias net of that control.")
     parser.add_argument("--method", choices=("fgsm", "pgd"), default=None,
                         help="default: the toy world's documented setting (see docs/benchmarks.md)")
     parser.add_argument("--epsilon", type=positive_float,

@@ -90,7 +90,8 @@ class BiasValidation:
 
     biased: heavy (the injected bias) under the adversarial perturbation; control: round under it;
     random_control: heavy under the random perturbation of the same norms; identity_control: heavy under
-    the C+ = C− attack; ceiling_*: heavy / round when the scene is re-rendered C+ instead (no perturbation).
+    the identity swap C− → C− (``IdentityPerturbation``); ceiling_*: heavy / round when the scene is re-rendered
+    C+ instead (no perturbation).
     owl_swap_success: share of images where OWL's presence for C+ exceeds C−'s after the perturbation.
     summary: the full ``summarise`` output (parsed-integer figures, norms, presences) for the one group.
     """
