@@ -5,7 +5,7 @@ import torch
 
 from owlens.bias import PGD, Concept, RandomPerturbation
 from owlens.bias.perturbation import encode_for
-from owlens.bias.random_control import OrthogonalRandomPerturbation
+from owlens.bias.random_control import IdentityPerturbation, OrthogonalRandomPerturbation
 from owlens.bias.spec import PerturbationSpec, SpecError
 
 # words the tiny model's toy tokenizer knows, so that the three queries differ
@@ -78,6 +78,15 @@ def test_the_controls_act_where_the_attack_did(tiny_model, pixels):
     assert (moved - clean).abs().max() > 100 * (after - clean).abs().max()
     with pytest.raises(ValueError, match="encoder_state"):
         RandomPerturbation(tiny_model).perturb(embedding, MINUS, PLUS, like=like)
+    # the identity: the shuffled δ in the same space, corrected there, E' through OWL's layers
+    identity = IdentityPerturbation(tiny_model).perturb(embedding, MINUS, PLUS, like=like, start=shuffled, state=state)
+    assert identity.layer == 1 and torch.equal(identity.delta.abs().amax(-1) > 0, shuffled.delta.abs().amax(-1) > 0)
+    with torch.no_grad():
+        torch.testing.assert_close(identity.embedding, tiny_model.encode_from(state + identity.delta.to(state), 1))
+        held = tiny_model.detect(identity.embedding, QUERIES).logits[region]
+    assert (held - clean).abs().max() < 1e-3 * max(1.0, float(clean.abs().max())) < (moved - clean).abs().max()
+    with pytest.raises(ValueError, match="encoder_state"):
+        IdentityPerturbation(tiny_model).perturb(embedding, MINUS, PLUS, like=like, start=shuffled)
 
 
 @pytest.mark.parametrize("layer", [-1, 1.5, True, "1"])
