@@ -182,21 +182,21 @@ class OrthogonalRandomPerturbation(_HeldToConcepts):
 class IdentityPerturbation(_HeldToConcepts):
     """The swap C− → C−: the random control's δ, moved back onto OWL's clean reading of both concepts.
 
-    The attack itself cannot be the identity control. With C+ = C− the paper's loss pulls C−'s logits to 0, which
-    is more C− wherever OWL saw little (the toy OWL's red presence 0.47 → 0.69, and the MLLM answered as for a
-    redder object); with the cancelled pushes held at their clean logits instead (``perturbation.py``) the loss is
-    already at its minimum at δ = 0, and an attack from there never moves. So the identity asks the question the
-    attack's objective asks when there is no concept to move, from a move of the attack's own size: it starts
+    The attack itself cannot be the identity control. With C+ = C− the paper's loss pulls C−'s logits to 0, which is
+    more C− wherever OWL saw little (tuning seed 5: the toy OWL's red presence 0.47 → 0.69, and the MLLM answered as
+    for a redder object); with the cancelled pushes held at their clean logits instead (``perturbation.py``) the
+    loss is already at its minimum at δ = 0, and an attack from there never moves. So the identity asks the question
+    the attack's objective asks when there is no concept to move, from a move of the attack's own size: it starts
     from the shuffled random control's δ (same tokens, entries and norms as the adversarial one) and takes
-    ``corrections`` Gauss-Newton steps that put both concepts' logits at the swap's boxes back to their clean
-    values (PGD's fixed-length steps circle such a point instead of reaching it: red presence ended at 0.53).
-    Read beside the shuffled control, the difference is what OWL's concepts moving by chance did to the answer.
+    ``corrections`` Gauss-Newton steps that put both concepts' logits at the swap's boxes back to their clean values
+    (PGD's fixed-length steps circle such a point instead of reaching it: red presence ended at 0.53). Read beside
+    the shuffled control, the difference is what OWL's concepts moving by chance did to the answer.
     """
 
     method = "identity"
 
     # From the shuffled δ (red presence 0.484 → 0.454 on tuning seed 6, 100 scenes), 2 corrections left 0.478 and
-    # 6 put it back to 0.4837 exactly, for about a fifth more of the run's time. J's answer did not move between
+    # 6 put it back to 0.4837 exactly, for about a quarter more of the run's time. J's answer did not move between
     # the two (+0.02 both): it is not OWL's reading of the concept that the remaining figure comes from.
     def __init__(self, model, *, owl_template: str = QUERY_TEMPLATE, corrections: int = 6):
         if corrections < 1:
