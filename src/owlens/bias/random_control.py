@@ -20,6 +20,7 @@ from owlens.bias.perturbation import (
     query_embeds_for,
 )
 from owlens.bias.region import owl_region
+from owlens.explain._borrow import borrowed
 from owlens.queries import QUERY_TEMPLATE
 
 __all__ = ["IdentityPerturbation", "OrthogonalRandomPerturbation", "RandomPerturbation"]
@@ -93,6 +94,15 @@ class _HeldToConcepts:
         return ([torch.stack(v).double().cpu() if v else torch.zeros(0, dtype=torch.float64) for v in values],
                 [torch.stack(r).double().cpu() if r else None for r in rows])
 
+    def _clean(self, x: torch.Tensor, queries: torch.Tensor, pairs: list, to_embedding) -> list[torch.Tensor]:
+        """Per image b: the logits (k_b,) of its ``pairs[b]`` at x, the values the corrections restore; one forward,
+        where ``_jacobian`` would also take a backward per row."""
+        with borrowed(self.model), torch.no_grad():
+            logits = self.model.detect(to_embedding(x), queries).logits  # (B, N, Q)
+        empty = torch.zeros(0, dtype=torch.float64)
+        return [torch.stack([logits[b, m, q] for m, q in p]).double().cpu() if p else empty
+                for b, p in enumerate(pairs)]
+
     def _held_pairs(self, embedding: torch.Tensor, queries: torch.Tensor, n_minus: int, moved: torch.Tensor,
                     like: Perturbation) -> list[list[tuple[int, int]]]:
         """Per image, the (box, query) logits held still: every query at each box in the swap's region on a moved
@@ -159,7 +169,7 @@ class OrthogonalRandomPerturbation(_HeldToConcepts):
         def at(d: torch.Tensor) -> torch.Tensor:
             return (origin.to(work) + d.to(origin.device, work)).to(origin.dtype)
 
-        clean, _ = self._jacobian(origin, queries, pairs, to_embedding)
+        clean = self._clean(origin, queries, pairs, to_embedding)
         for _ in range(self.steps):
             _, jacobian = self._jacobian(at(delta), queries, pairs, to_embedding)
             for b, tokens in enumerate(moved):
@@ -223,7 +233,7 @@ class IdentityPerturbation(_HeldToConcepts):
         def at(d: torch.Tensor) -> torch.Tensor:
             return (origin.to(work) + d.to(origin.device, work)).to(origin.dtype)
 
-        clean, _ = self._jacobian(origin, queries, pairs, to_embedding)
+        clean = self._clean(origin, queries, pairs, to_embedding)
         for _ in range(self.corrections):
             self._correct(delta, at, clean, queries, pairs, to_embedding, moved)
         with torch.no_grad():
