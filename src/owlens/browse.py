@@ -62,13 +62,20 @@ def pope_run(folder: Path, answers: Path, questions: Path, images: Path, model, 
 
 
 def bias_run(folder: Path, result: dict, title: str, model, note: str = "") -> Path:
-    """The plot from the summary's numbers and a table per group (images, unreadable, OWL's swap rate)."""
+    """The plot from the summary's numbers, a table per group (images, unreadable, OWL's swap rate) and the bias
+    net of each control (adversarial − control, image by image, expected score)."""
     groups = [[group, entry.get("n_images"), entry.get("n_errors"),
                entry.get("perturbations", {}).get("adversarial", {}).get("swap_rate")]
               for group, entry in result["groups"].items()]
+    net = [[group, trait, control, f["expected"]["delta"], *f["expected"]["ci95"]]
+           for group, entry in result["groups"].items() for trait, controls in (entry.get("net") or {}).items()
+           for control, f in controls.items()]
+    tables = [table("groups", ("group", "images", "unreadable", "OWL swap rate"), groups)]
+    if net:
+        tables.append(table("the bias net of each control (expected score)",
+                            ("group", "trait", "net of", "delta", "CI low", "CI high"), net))
     return write_run(folder, {"title": title, "items": [], "bias": {"title": title, "summary": result, "note": note},
-                              "tables": [table("groups", ("group", "images", "unreadable", "OWL swap rate"), groups)],
-                              "model": model_info(model)})
+                              "tables": tables, "model": model_info(model)})
 
 
 def evaluation_run(folder: Path, title: str, tables: list[dict], model, settings: dict, *, pope: dict | None = None,

@@ -40,12 +40,22 @@ def test_bias_on_the_toy_spec_matches_the_toy_validation(tiny_model_args, toy_ru
     spec.write_text((EXAMPLES / "toy.yaml").read_text())
     out = tmp_path / "run"
     assert main(["bias", str(spec), "--out", str(out), "--no-progress", *tiny_model_args]) == 0
-    assert "OWL swap rate" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "OWL swap rate" in printed and "heavy, the bias net of each control: random" in printed
     summary = json.loads((out / "summary.json").read_text())
     heavy = summary["groups"]["red"]["traits"]["heavy"]
     # Same scenes, same probe: only the image path differs (PNG + OWL's processor vs the toy's own pixels).
     assert heavy["adversarial"]["expected"]["delta"] == pytest.approx(expected["biased"]["delta"], abs=1e-4)
     assert heavy["random"]["expected"]["delta"] == pytest.approx(expected["random_control"]["delta"], abs=1e-4)
+    # toy.yaml names the validation's semantic null (green): its swap and the bias net of every control match too
+    assert heavy["null"]["expected"]["delta"] == pytest.approx(expected["null_control"]["delta"], abs=1e-4)
+    net = summary["groups"]["red"]["net"]["heavy"]
+    for control in ("random", "orthogonal", "identity", "null"):
+        assert net[control]["expected"]["delta"] == pytest.approx(expected[f"net_of_{control}"]["delta"], abs=1e-4)
+    tables = {t["title"]: t for t in json.loads((out / "run.json").read_text())["tables"]}
+    rows = tables["the bias net of each control (expected score)"]["rows"]
+    assert [r[:3] for r in rows if r[1] == "heavy"] == [["red", "heavy", c]
+                                                         for c in ("random", "orthogonal", "identity", "null")]
     svg = ET.fromstring((out / "bias.svg").read_text())
     assert svg.tag.endswith("svg") and len(svg.findall(".//{http://www.w3.org/2000/svg}circle")) >= 6
     assert len((out / "records.jsonl").read_text().splitlines()) == 4
@@ -63,7 +73,7 @@ def test_a_one_image_bias_run_prints_no_ci_and_says_why(tiny_model_args, toy_run
                  *tiny_model_args]) == 0
     printed = capsys.readouterr()
     heavy = next(line for line in printed.out.splitlines() if line.strip().startswith("heavy:"))
-    assert heavy.count("[n/a, n/a]") == 4  # adversarial, random, orthogonal, identity: a delta each, no CI
+    assert heavy.count("[n/a, n/a]") == 5  # adversarial and the 4 controls (toy.yaml's null): a delta each, no CI
     warnings = [line for line in printed.err.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "95% CI needs at least 2 images" in warnings[0] and "received 1" in warnings[0]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

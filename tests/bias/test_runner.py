@@ -59,6 +59,33 @@ def test_runs_every_image_reports_the_broken_one_and_summarises(first_run):
     assert figures["adversarial"]["expected"]["delta"] == pytest.approx(mean)
 
 
+def test_each_control_is_also_read_as_the_bias_net_of_it_image_by_image(first_run):
+    out, result = first_run
+    records = [r for r in read_records(out / RECORDS) if r["group"] == "red" and r["status"] == "ok"]
+    net = result["groups"]["red"]["net"]["heavy"]
+    assert set(net) == {"random", "orthogonal", "identity"}  # no null concept named: no null swap
+    for control, figures in net.items():
+        pairs = [(r["scores"]["heavy"]["adversarial"], r["scores"]["heavy"][control]) for r in records]
+        assert figures["expected"]["delta"] == pytest.approx(np.mean([a["expected"] - c["expected"]
+                                                                       for a, c in pairs]))
+        unparsed = sum(a["parsed"] is None or c["parsed"] is None for a, c in pairs)
+        assert figures["parsed"]["n_missing"] == figures["parsed"]["n_unparseable"] == unparsed
+
+
+def test_a_group_with_a_semantic_null_is_swapped_to_it_too(tiny_model, folders, tmp_path):
+    spec = _spec(folders, groups=[{"name": "red", "folder": "red", "c_minus": "red circle", "c_plus": "blue circle",
+                                   "c_null": "green circle"}])
+    result = run_benchmark(tiny_model, spec, tmp_path / "out", progress=False).to_json()
+    records = [r for r in read_records(tmp_path / "out" / RECORDS) if r["status"] == "ok"]
+    assert all(r["perturbations"]["null"]["presence_before"] and "null" in r["scores"]["heavy"] for r in records)
+    red = result["groups"]["red"]
+    assert set(red["traits"]["heavy"]) == {"clean", "adversarial", "random", "orthogonal", "identity", "null"}
+    assert set(red["net"]["heavy"]) == {"random", "orthogonal", "identity", "null"}
+    assert red["net"]["heavy"]["null"]["expected"]["delta"] == pytest.approx(np.mean(
+        [r["scores"]["heavy"]["adversarial"]["expected"] - r["scores"]["heavy"]["null"]["expected"] for r in records]))
+    assert json.loads((tmp_path / "out" / "spec.json").read_text())["groups"][0]["c_null"]["name"] == "green circle"
+
+
 def test_resume_skips_finished_batches_and_survives_a_torn_line(tiny_model, folders, first_run, tmp_path,
                                                                  monkeypatch):
     spec, out, first = _spec(folders), tmp_path / "out", first_run[1]

@@ -42,6 +42,17 @@ def test_defaults_are_the_papers(tmp_path):
     assert spec.groups[0].folder == tmp_path / "men" and spec.statistics["resamples"] == 2000
 
 
+def test_a_semantic_null_is_optional_and_kept_out_of_specs_without_one(tmp_path):
+    data = _minimal(tmp_path)
+    assert parse_spec(data, tmp_path).groups[0].c_null is None
+    assert "c_null" not in parse_spec(data, tmp_path).groups[0].to_dict()  # run folders claimed before it resume
+    data["groups"][0]["c_null"] = "person wearing glasses"
+    group = parse_spec(data, tmp_path).groups[0]
+    assert group.c_null.queries == ("a photo of a person wearing glasses",)
+    assert group.to_dict()["c_null"] == {"name": "person wearing glasses",
+                                         "queries": ["a photo of a person wearing glasses"]}
+
+
 def test_load_resolves_folders_against_the_spec_file(tmp_path):
     data = _minimal(tmp_path)
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
@@ -58,6 +69,9 @@ def test_load_resolves_folders_against_the_spec_file(tmp_path):
     (lambda d: d["groups"][0].pop("c_plus"), r"groups\[0\]"),
     (lambda d: d["groups"][0].update(c_plus={"name": "w", "queries": []}), r"groups\[0\].c_plus"),
     (lambda d: d["groups"].append(dict(d["groups"][0])), "distinct group names"),
+    (lambda d: d["groups"][0].update(c_nul="glasses"), r"groups\[0\]"),
+    (lambda d: d["groups"][0].update(c_null="man"), r"groups\[0\].c_null.*c_minus"),
+    (lambda d: d["groups"][0].update(c_null={"name": "g", "queries": [""]}), r"groups\[0\].c_null"),
     (lambda d: d.update(perturbation={"method": "cw"}), "perturbation.method"),
     (lambda d: d.update(perturbation={"method": "fgsm", "steps": 5}), "pgd"),
     (lambda d: d.update(perturbation={"method": "pgd", "norm": "l1"}), "perturbation.norm"),

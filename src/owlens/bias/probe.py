@@ -25,10 +25,11 @@ import torch
 from owlens.bias.perturbation import Concept, Perturbation
 from owlens.bias.random_control import IdentityPerturbation, OrthogonalRandomPerturbation, RandomPerturbation
 from owlens.bias.scoring import TraitScorer
+from owlens.bias.summary import CONTROL_CONDITIONS
 
 __all__ = ["CONDITIONS", "CONTROLS", "BiasProbe"]
 
-CONDITIONS = ("adversarial", "random", "orthogonal", "identity", "null")
+CONDITIONS = ("adversarial", *CONTROL_CONDITIONS)
 # Which measurement of the controls a record holds, so that a run folder never mixes two: 1, the identity was the
 # attack run with C+ = C− (which made OWL see more C−); 2, it is the shuffled δ held to OWL's clean reading.
 CONTROLS = 2

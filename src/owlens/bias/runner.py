@@ -72,7 +72,8 @@ def _run_batch(probe: BiasProbe, spec: BenchmarkSpec, group: GroupSpec, paths: l
             records.append({"group": group.name, "image": path.name, "status": "error", "error": str(err)})
     if images:
         embedding, state = encode_for(probe.model, probe.model.pixel_values(images), spec.perturbation.layer)
-        assessed = probe.assess(embedding, group.c_minus, group.c_plus, spec.traits, batch_seed=seed, state=state)
+        assessed = probe.assess(embedding, group.c_minus, group.c_plus, spec.traits, batch_seed=seed,
+                                null=group.c_null, state=state)
         records += [{"group": group.name, "image": name, "status": "ok", **r} for name, r in zip(names, assessed)]
     return records
 

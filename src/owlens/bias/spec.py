@@ -80,20 +80,28 @@ class PerturbationSpec(FieldsResult):
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """One image folder, perturbed from C− (what its images show) to C+."""
+    """One image folder, perturbed from C− (what its images show) to C+.
+
+    c_null: optional, a semantic null concept C0: one the traits should not depend on (for C− "man" → C+ "woman"
+    and a trait about a profession, e.g. "a person wearing glasses"). The same attack and budget swap C− → C0, and
+    the bias is also read net of that swap: the control that moves E the way the attack does, where random moves
+    of the same size cannot (docs/benchmarks.md, "Bias assessment").
+    """
 
     name: str
     folder: Path
     c_minus: Concept
     c_plus: Concept
+    c_null: Concept | None = None
 
     def images(self) -> list[Path]:
         """The folder's image files (by suffix, sorted, not recursive)."""
         return sorted(p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
     def to_dict(self) -> dict:
+        # c_null only when named: a run folder of a spec without one keeps the spec copy it was claimed with
         return {"name": self.name, "folder": str(self.folder), "c_minus": self.c_minus.to_dict(),
-                "c_plus": self.c_plus.to_dict()}
+                "c_plus": self.c_plus.to_dict(), **({"c_null": self.c_null.to_dict()} if self.c_null else {})}
 
 
 @dataclass(frozen=True)
@@ -133,15 +141,20 @@ def _concept(value, where: str, template: str) -> Concept:
 
 def _group(value, index: int, root: Path, template: str, source: str) -> GroupSpec:
     where = f"{source}: groups[{index}]"
-    if not isinstance(value, dict) or set(value) != {"name", "folder", "c_minus", "c_plus"}:
-        raise _fail(where, "a mapping with exactly name, folder, c_minus, c_plus", value)
+    required = {"name", "folder", "c_minus", "c_plus"}
+    if not isinstance(value, dict) or not required <= set(value) <= required | {"c_null"}:
+        raise _fail(where, "a mapping with name, folder, c_minus, c_plus and optionally c_null", value)
     # Resolved now: the spec copy and the fingerprint name the same folder whatever directory a resume runs in.
     folder = (root / str(value["folder"])).expanduser().resolve()
     if not folder.is_dir():
         raise SpecError(f"{where}.folder: expected an existing folder of images; received {value['folder']!r} "
                         f"(resolved to {folder}); put the group's images there or fix the path")
     group = GroupSpec(str(value["name"]), folder, _concept(value["c_minus"], f"{where}.c_minus", template),
-                      _concept(value["c_plus"], f"{where}.c_plus", template))
+                      _concept(value["c_plus"], f"{where}.c_plus", template),
+                      _concept(value["c_null"], f"{where}.c_null", template) if "c_null" in value else None)
+    if group.c_null is not None and group.c_null.name in (group.c_minus.name, group.c_plus.name):
+        raise _fail(f"{where}.c_null", f"a concept other than c_minus ({group.c_minus.name!r}) and c_plus "
+                    f"({group.c_plus.name!r}): a swap to either is not a null", group.c_null.name)
     if not group.images():
         raise SpecError(f"{where}.folder: {folder} holds no images (expected files ending {IMAGE_SUFFIXES})")
     return group

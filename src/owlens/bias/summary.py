@@ -2,7 +2,10 @@
 
 A figure is ``score(condition) − score(clean)`` on the same image, averaged over the group's images, for both
 readings of the score (expected value and parsed integer). The controls sit beside the adversarial figure in
-the same table; the perturbation's own effect on OWL (swap rate, norms) sits beside them too.
+the same table; the perturbation's own effect on OWL (swap rate, norms) sits beside them too. The bias net of
+each control, ``score(adversarial) − score(control)`` on the same image, is the figure to read: a control
+moves E as far as the attack does, without the change the trait may depend on (docs/design.md §5), so what it
+does to the answer is not the bias.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ import numpy as np
 
 from owlens.bias.stats import PairedDelta, paired_delta
 
-__all__ = ["BiasSummary", "ConditionFigures", "GroupSummary", "ImageError", "PerturbationEffect",
-           "TraitFigures", "summarise"]
+__all__ = ["CONTROL_CONDITIONS", "BiasSummary", "ConditionFigures", "GroupSummary", "ImageError",
+           "PerturbationEffect", "TraitFigures", "summarise"]
+
+# The conditions the adversarial one is read against, as ``probe.BiasProbe`` names them (``null`` only where the
+# spec names a semantic null concept). Other scored embeddings (the toy world's re-render) are not controls.
+CONTROL_CONDITIONS = ("random", "orthogonal", "identity", "null")
 
 
 @dataclass(frozen=True)
@@ -76,12 +83,17 @@ class TraitFigures:
 @dataclass(frozen=True)
 class GroupSummary:
     """One image group. n_images: readable images; n_errors: unreadable ones. perturbations and traits (by
-    condition / trait name) are None when no image could be read."""
+    condition / trait name) are None when no image could be read.
+
+    net: by trait, then by control: ``ConditionFigures`` of adversarial − control, image by image (the bias net
+    of that control; its n_unparseable counts the images where either answer did not parse).
+    """
 
     n_images: int
     n_errors: int
     perturbations: dict[str, PerturbationEffect] | None = None
     traits: dict[str, TraitFigures] | None = None
+    net: dict[str, dict[str, ConditionFigures]] | None = None
 
     def to_json(self) -> dict:
         out: dict = {"n_images": self.n_images, "n_errors": self.n_errors}
@@ -89,6 +101,9 @@ class GroupSummary:
             out["perturbations"] = {c: effect.to_json() for c, effect in self.perturbations.items()}
         if self.traits is not None:
             out["traits"] = {t: figures.to_json() for t, figures in self.traits.items()}
+        if self.net is not None:
+            out["net"] = {t: {c: figures.to_json() for c, figures in controls.items()}
+                          for t, controls in self.net.items()}
         return out
 
 
@@ -141,6 +156,20 @@ def _trait_summary(records: list[dict], trait: str, statistics: dict) -> TraitFi
                         sum(s["clean"]["parsed"] is None for s in scores), conditions)
 
 
+def _net_summary(records: list[dict], trait: str, statistics: dict) -> dict[str, ConditionFigures]:
+    """adversarial − each control the records hold, image by image, for both readings."""
+    scores = [r["scores"][trait] for r in records]
+    if "adversarial" not in scores[0]:
+        return {}
+    net = {}
+    for control in [c for c in CONTROL_CONDITIONS if c in scores[0]]:
+        delta = {reading: paired_delta([s["adversarial"][reading] for s in scores],
+                                       [s[control][reading] for s in scores], **statistics)
+                 for reading in ("expected", "parsed")}
+        net[control] = ConditionFigures(delta["expected"], delta["parsed"], delta["parsed"].n_missing)
+    return net
+
+
 def summarise(records: Iterable[dict], traits: Sequence[str], groups: Sequence[str], *,
               statistics: dict | None = None) -> BiasSummary:
     """Records (each with "group", "image", "status", and for "ok" the probe's fields) → ``BiasSummary``.
@@ -160,5 +189,6 @@ def summarise(records: Iterable[dict], traits: Sequence[str], groups: Sequence[s
             continue
         perturbations = {c: _perturbation_summary(ok, c) for c in ok[0]["perturbations"]}
         summaries[group] = GroupSummary(len(ok), n_errors, perturbations,
-                                        {t: _trait_summary(ok, t, statistics) for t in traits})
+                                        {t: _trait_summary(ok, t, statistics) for t in traits},
+                                        {t: _net_summary(ok, t, statistics) for t in traits})
     return BiasSummary(summaries, errors)

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
                     "woman), ask the MLLM 1-10 trait questions on the clean and the perturbed embedding, and "
                     "report the mean paired change with a bootstrap CI, beside a random perturbation of the "
                     "same norms (shuffled, and orthogonal to OWL's concept logits) and the identity swap C- -> C- "
-                    "(the shuffled one corrected until OWL reads both concepts as before). Writes "
+                    "(the shuffled one corrected until OWL reads both concepts as before), and where a group names "
+                    "c_null a semantic null swap C- -> C0; the bias net of each control beside. Writes "
                     "DIR/records.jsonl (resumable), DIR/summary.json, DIR/bias.svg and DIR/run.json (`owlens report "
                     "DIR`). See examples/bias/*.yaml.")
     parser.add_argument("spec", help="benchmark spec (YAML)")
@@ -60,11 +61,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"owlens bias: warning: {group}: a 95% CI needs at least 2 images with a score (received "
                   f"{min(pairs)}); shown as n/a", file=sys.stderr)
         for trait, figures in traits.items():
-            cells = "  ".join(f"{c} {_signed(f.expected.delta)} [{_signed(f.expected.ci95[0])}, "
-                              f"{_signed(f.expected.ci95[1])}]" for c, f in figures.conditions.items())
-            print(f"  {trait}: {cells}")
+            print(f"  {trait}: {_cells(figures.conditions)}")
+            if (entry.net or {}).get(trait):
+                print(f"  {trait}, the bias net of each control: {_cells(entry.net[trait])}")
     print(f"wrote {out / 'summary.json'}, {out / 'bias.svg'}, {out / 'run.json'} (`owlens report {out}`)")
     return 0
+
+
+def _cells(figures: dict) -> str:
+    """Each figure's expected-score delta and CI, on one line."""
+    return "  ".join(f"{name} {_signed(f.expected.delta)} [{_signed(f.expected.ci95[0])}, "
+                     f"{_signed(f.expected.ci95[1])}]" for name, f in figures.items())
 
 
 def _signed(value) -> str:

@@ -22,7 +22,7 @@ from owlens.bias.perturbation import Concept, encode_for
 from owlens.bias.probe import BiasProbe
 from owlens.bias.scoring import TraitScorer
 from owlens.bias.spec import PerturbationSpec
-from owlens.bias.stats import DEFAULT_STATISTICS, PairedDelta, paired_delta
+from owlens.bias.stats import DEFAULT_STATISTICS, PairedDelta
 from owlens.bias.summary import summarise
 from owlens.toyworld.defects import BIAS_C_MINUS, BIAS_C_PLUS, BIAS_DELTA, BIAS_TRAIT, CONTROL_TRAIT, TRAITS
 from owlens.toyworld.evaluate import EVAL_STREAM
@@ -164,15 +164,11 @@ def validate_bias(model, *, seed: int = 0, n_scenes: int = 200, perturbation: Pe
     statistics = {**DEFAULT_STATISTICS, "seed": seed}
     summary = summarise(records, TRAITS, ["toy"], statistics=statistics).groups["toy"]
     biased, control = summary.traits[BIAS_TRAIT].conditions, summary.traits[CONTROL_TRAIT].conditions
-
-    def net(condition: str) -> dict:
-        heavy = [r["scores"][BIAS_TRAIT] for r in records]
-        return _figure(paired_delta([h["adversarial"]["expected"] for h in heavy],
-                                    [h[condition]["expected"] for h in heavy], **statistics))
+    net = {name: _figure(figures.expected) for name, figures in summary.net[BIAS_TRAIT].items()}
 
     return BiasValidation(
-        net_of_random=net("random"), net_of_identity=net("identity"), net_of_orthogonal=net("orthogonal"),
-        net_of_null=net("null"), orthogonal_control=_figure(biased["orthogonal"].expected),
+        net_of_random=net["random"], net_of_identity=net["identity"], net_of_orthogonal=net["orthogonal"],
+        net_of_null=net["null"], orthogonal_control=_figure(biased["orthogonal"].expected),
         null_control=_figure(biased["null"].expected),
         injected_delta=float(BIAS_DELTA), biased=_figure(biased["adversarial"].expected),
         control=_figure(control["adversarial"].expected), random_control=_figure(biased["random"].expected),
