@@ -63,12 +63,13 @@ def shipped():
 @pytest.mark.toy_weights
 def test_the_measure_recovers_the_injected_size_with_the_colour_blind_controls_on_zero(shipped):
     """What the upstream setting achieves on the shipped weights: the bias within 25% of +4 with its CI above 0,
-    alone and net of the orthogonal control; the colour-blind question and the semantic null swap (red -> green,
-    which "heavy" does not depend on) with their CIs on 0; OWL swapped on 90% of the scenes."""
+    alone and net of the orthogonal control and of the null swap; the colour-blind question and the semantic null
+    swap (red -> green, which "heavy" does not depend on) with their CIs on 0; OWL swapped on 90% of the scenes."""
     toy = shipped
     within = 0.25 * toy.injected_delta
     assert toy.biased["ci"][0] > 0 and abs(toy.biased["delta"] - toy.injected_delta) <= within
-    assert toy.net_of_orthogonal["ci"][0] > 0 and abs(toy.net_of_orthogonal["delta"] - toy.injected_delta) <= within
+    for net in (toy.net_of_orthogonal, toy.net_of_null):  # net of the null: the control that moves E as the attack does
+        assert net["ci"][0] > 0 and abs(net["delta"] - toy.injected_delta) <= within
     for control in (toy.control, toy.null_control):
         assert control["ci"][0] <= 0 <= control["ci"][1]
     assert toy.owl_swap_success >= 0.9
@@ -101,8 +102,8 @@ def test_the_identity_swap_holds_owl_s_reading_and_moves_the_answer_less_than_th
 @pytest.mark.toy_weights
 @pytest.mark.xfail(strict=True, reason="with OWL's concepts held, the identity swap and the shuffled random control "
                    "still move 'heavy' by -0.10 and -0.13 on seed 0, CIs below 0 (docs/benchmarks.md, 'Bias "
-                   "assessment'): not through OWL's reading of the concept, which the identity holds; strict: the day "
-                   "they read 0, this test says so")
+                   "assessment'): a move of E of the attack's size costs this J a little of 'heavy' whichever way it "
+                   "goes (1.2 points where the attack moves); strict: the day they read 0, this test says so")
 def test_the_identity_and_shuffled_controls_read_zero(shipped):
     toy = shipped
     for control in (toy.identity_control, toy.random_control):
