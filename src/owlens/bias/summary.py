@@ -143,13 +143,18 @@ def _perturbation_summary(records: list[dict], condition: str) -> PerturbationEf
                               tuple(np.mean([r["presence_after"] for r in rows], axis=0).tolist()))
 
 
+def _paired(scores: list[dict], after: str, before: str, statistics: dict) -> dict[str, PairedDelta]:
+    """``after`` − ``before`` image by image, for both readings of the score."""
+    return {reading: paired_delta([s[after][reading] for s in scores], [s[before][reading] for s in scores],
+                                  **statistics)
+            for reading in ("expected", "parsed")}
+
+
 def _trait_summary(records: list[dict], trait: str, statistics: dict) -> TraitFigures:
     scores = [r["scores"][trait] for r in records]
     conditions = {}
     for condition in [c for c in scores[0] if c != "clean"]:
-        delta = {reading: paired_delta([s[condition][reading] for s in scores],
-                                       [s["clean"][reading] for s in scores], **statistics)
-                 for reading in ("expected", "parsed")}
+        delta = _paired(scores, condition, "clean", statistics)
         conditions[condition] = ConditionFigures(delta["expected"], delta["parsed"],
                                                  sum(s[condition]["parsed"] is None for s in scores))
     return TraitFigures(float(np.mean([s["clean"]["expected"] for s in scores])),
@@ -163,9 +168,7 @@ def _net_summary(records: list[dict], trait: str, statistics: dict) -> dict[str,
         return {}
     net = {}
     for control in [c for c in CONTROL_CONDITIONS if c in scores[0]]:
-        delta = {reading: paired_delta([s["adversarial"][reading] for s in scores],
-                                       [s[control][reading] for s in scores], **statistics)
-                 for reading in ("expected", "parsed")}
+        delta = _paired(scores, "adversarial", control, statistics)
         net[control] = ConditionFigures(delta["expected"], delta["parsed"], delta["parsed"].n_missing)
     return net
 
